@@ -1,0 +1,132 @@
+"""Command line: `python -m benchmark run ...` and `python -m benchmark list methods|archs|datasets`."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+from pathlib import Path
+
+from benchmark.config import RunConfig, apply_mapping, load_yaml, parse_assignment, set_value
+from benchmark.errors import UserError, unknown_choice
+
+LIST_KINDS = ("methods", "archs", "datasets")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit with code 2 like every other bad input."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m benchmark", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run one cell (method x arch x dataset x seed) and write metrics.json")
+    run.add_argument("--method", help="pruning method (default: dense)")
+    run.add_argument("--arch", help="timm architecture (default: resnet18)")
+    run.add_argument("--dataset", help="dataset (default: digits)")
+    run.add_argument("--seed", type=int, help="seed (default: 0)")
+    run.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    run.add_argument("--batch-size", type=int, help="mini-batch size (train.batch_size)")
+    run.add_argument("--data-root", help="folder with dataset files (data.root)")
+    run.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
+    run.add_argument("--config", action="append", default=[], metavar="FILE",
+                     help="YAML file of config keys, applied before --set (repeatable)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any config key, e.g. --set train.lr=0.1 (repeatable)")
+    run.add_argument("--out", required=True, help="output folder for metrics.json and config.json")
+    run.add_argument("--save-model", action="store_true", help="also write the final network to OUT/model.pt")
+    run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    run.add_argument("--experiment", default=None, help="MLflow experiment name (default: pruning-benchmark)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    lst = sub.add_parser("list", help="list registered methods, timm architectures or datasets")
+    lst.add_argument("kind", help=f"one of {', '.join(LIST_KINDS)}")
+    lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+
+    show = sub.add_parser("config", help="print the resolved default config (with --set applied) as JSON")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig()
+    for path in getattr(args, "config", []):
+        apply_mapping(cfg, load_yaml(path), path)
+    shortcuts = {
+        "method": getattr(args, "method", None), "model.arch": getattr(args, "arch", None),
+        "data.name": getattr(args, "dataset", None), "seed": getattr(args, "seed", None),
+        "train.epochs": getattr(args, "epochs", None), "train.batch_size": getattr(args, "batch_size", None),
+        "data.root": getattr(args, "data_root", None),
+    }
+    for key, value in shortcuts.items():
+        if value is not None:
+            set_value(cfg, key, value)
+    if getattr(args, "download", False):
+        cfg.data.download = True
+    for text in args.overrides:
+        set_value(cfg, *parse_assignment(text))
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import TrackingSettings, run_cell
+
+    cfg = config_from_args(args)
+    tracking = TrackingSettings(enabled=not args.no_track)
+    if args.experiment:
+        tracking.experiment = args.experiment
+    metrics = run_cell(cfg, Path(args.out), tracking=tracking, progress=not args.quiet, save_model=args.save_model)
+    summary = {k: metrics[k] for k in ("method", "arch", "dataset", "seed", "top1", "top5", "params", "macs",
+                                        "latency_ms_b1", "train_seconds", "config_hash") if k in metrics}
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.kind not in LIST_KINDS:
+        raise unknown_choice("list kind", args.kind, LIST_KINDS)
+    if args.kind == "methods":
+        from benchmark.methods import BROKEN, METHODS, discover
+
+        discover()
+        for name in METHODS.names():
+            if fnmatch.fnmatch(name, args.pattern):
+                spec = METHODS.get(name)
+                print(f"{name:20s} {spec.granularity:13s} {spec.schedule:16s} {spec.citation}")
+        for where, problem in sorted(BROKEN.items()):
+            print(f"{'BROKEN':20s} {where}: {problem}")
+    elif args.kind == "archs":
+        from benchmark.models import available_archs
+
+        for name in fnmatch.filter(available_archs(), args.pattern):
+            print(name)
+    else:
+        from benchmark.data import DATASETS
+
+        for name in DATASETS.names():
+            if fnmatch.fnmatch(name, args.pattern):
+                print(f"{name:14s} {DATASETS.get(name).description}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(config_from_args(args).to_dict(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "list": cmd_list, "config": cmd_config}[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,112 @@
+"""Measurement of a trained network: size, MACs, CPU latency, accuracy."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+from timm.utils import accuracy
+from torch.utils.data import DataLoader
+
+from benchmark.config import MeasureConfig
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """Total parameters and parameters that are not exactly zero (what unstructured pruning leaves)."""
+    params = list(model.parameters())
+    return {
+        "params": sum(p.numel() for p in params),
+        "params_nonzero": sum(int(torch.count_nonzero(p)) for p in params),
+    }
+
+
+def count_macs(model: nn.Module, in_chans: int, input_size: int) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, counted by torch-pruning's op counter."""
+    example = torch.zeros(1, in_chans, input_size, input_size)
+    was_training = model.training
+    model.eval()
+    try:
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+    finally:
+        model.train(was_training)
+    return int(macs)
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Size of the state dict as `torch.save` writes it."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, in_chans: int, input_size: int, batch_size: int, warmup: int, repeats: int) -> float:
+    """Median wall time in milliseconds of one forward pass in eval mode, after `warmup` passes."""
+    was_training = model.training
+    model.eval()
+    x = torch.randn(batch_size, in_chans, input_size, input_size)
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return 1000.0 * statistics.median(times)
+
+
+def measure_model(model: nn.Module, in_chans: int, input_size: int, cfg: MeasureConfig) -> dict[str, float | int]:
+    """Everything about the network itself that the report compares, in one flat dict."""
+    out: dict[str, float | int] = {}
+    out.update(count_params(model))
+    out["macs"] = count_macs(model, in_chans, input_size)
+    out["model_bytes"] = serialized_bytes(model)
+    with torch_threads(cfg.threads) as threads:
+        out["latency_threads"] = threads
+        for batch in cfg.latency_batch_sizes:
+            out[f"latency_ms_b{batch}"] = latency_ms(
+                model, in_chans, input_size, batch, cfg.latency_warmup, cfg.latency_repeats
+            )
+    return out
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, num_classes: int) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy, in eval mode."""
+    was_training = model.training
+    model.eval()
+    k = min(5, num_classes)
+    correct1 = correct5 = loss_sum = 0.0
+    seen = 0
+    try:
+        for x, y in loader:
+            logits = model(x)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            top1, top5 = accuracy(logits, y, topk=(1, k))
+            correct1 += float(top1) * len(y) / 100.0
+            correct5 += float(top5) * len(y) / 100.0
+            seen += len(y)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan")}
+    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen, "loss": loss_sum / seen}

@@ -1,0 +1,69 @@
+"""Models: any timm architecture by name, sized for the dataset."""
+
+from __future__ import annotations
+
+import functools
+
+import timm
+import torch.nn as nn
+
+from benchmark.config import ModelConfig
+from benchmark.errors import UserError, unknown_choice
+
+# The paper trains ResNets on 32x32 inputs with a CIFAR stem; at that size ImageNet's 7x7
+# stride-2 stem plus max-pool would shrink the feature map 4x before the first block.
+SMALL_INPUT_AUTO_MAX = 64
+
+
+@functools.cache
+def available_archs() -> tuple[str, ...]:
+    return tuple(timm.list_models())
+
+
+def check_arch(arch: str) -> None:
+    if arch not in available_archs():
+        raise unknown_choice("arch", arch, available_archs())
+
+
+def supports_small_input(model: nn.Module) -> bool:
+    """timm ResNet-family models with a single-conv stem followed by a max-pool."""
+    return isinstance(getattr(model, "conv1", None), nn.Conv2d) and isinstance(
+        getattr(model, "maxpool", None), (nn.MaxPool2d, nn.Identity)
+    )
+
+
+def apply_small_input_stem(model: nn.Module) -> nn.Module:
+    """Replace the stem by a 3x3 stride-1 conv and drop the max-pool (the CIFAR ResNet stem)."""
+    old: nn.Conv2d = model.conv1
+    model.conv1 = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    # timm records the stem's reduction for feature extraction; keep it truthful.
+    for info in getattr(model, "feature_info", []):
+        if isinstance(info, dict) and "reduction" in info:
+            info["reduction"] = max(1, info["reduction"] // 4)
+    return model
+
+
+def create_model(cfg: ModelConfig, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    """A freshly initialised timm model (no pretrained weights: nothing is downloaded)."""
+    check_arch(cfg.arch)
+    model = timm.create_model(
+        cfg.arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate
+    )
+    small = cfg.small_input
+    if small is None:
+        small = input_size <= SMALL_INPUT_AUTO_MAX and supports_small_input(model)
+    if small:
+        if not supports_small_input(model):
+            raise UserError(
+                f"bad value for 'model.small_input': arch {cfg.arch!r} has no ResNet-style conv1 + maxpool stem; "
+                "valid for the resnet family only (set it to false or null)"
+            )
+        apply_small_input_stem(model)
+    return model
+
+
+def has_small_input_stem(model: nn.Module) -> bool:
+    """Whether `model` carries the CIFAR stem (used to record the resolved `model.small_input`)."""
+    conv1 = getattr(model, "conv1", None)
+    return isinstance(getattr(model, "maxpool", None), nn.Identity) and getattr(conv1, "stride", None) == (1, 1)

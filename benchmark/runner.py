@@ -1,0 +1,199 @@
+"""One benchmark cell, end to end: config -> data -> model -> method -> measurement -> result.
+
+Everything that can be wrong with the input is checked before the MLflow run is created and
+before anything is written, so bad input leaves neither a metrics.json nor a run behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+
+import benchmark
+from benchmark import data as data_mod
+from benchmark import models
+from benchmark.config import RunConfig, config_hash, flatten, validate
+from benchmark.errors import UserError
+from benchmark.measure import evaluate, measure_model
+from benchmark.methods import MethodResult, MethodSpec, get_method
+from benchmark.tracking import DEFAULT_EXPERIMENT, NullTracker, Tracker, default_tracking_uri
+from benchmark.training import EpochStats, Hooks, make_loader, seed_everything, train
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TrackingSettings:
+    enabled: bool = True
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI or sqlite:///<project>/mlflow.db
+    experiment: str = DEFAULT_EXPERIMENT
+    parent_run_id: str | None = None
+
+
+@dataclass
+class CellContext:
+    """What a method gets: the resolved config, the data, a fresh model and a `train` helper."""
+
+    cfg: RunConfig
+    bundle: data_mod.DatasetBundle
+    model: nn.Module
+    tracker: Any
+    progress: bool = True
+    epochs_trained: int = 0
+    history: list[EpochStats] = field(default_factory=list)
+
+    def train(self, model: nn.Module, epochs: int | None = None, hooks: list[Hooks] = (), desc: str = "train") -> list[EpochStats]:
+        """Train with the cell's optimiser settings; epoch curves go to MLflow with a running step."""
+        offset = self.epochs_trained
+
+        def log(stats: EpochStats, extra: dict[str, float]) -> None:
+            self.tracker.log_metrics({**stats.as_metrics(), **extra}, step=offset + stats.epoch)
+
+        history = train(
+            model, self.bundle.train, self.bundle.val, self.cfg.train, self.cfg.seed + offset,
+            self.bundle.num_classes, epochs=epochs, hooks=hooks, on_epoch=log, progress=self.progress,
+            desc=desc, num_workers=self.cfg.data.num_workers,
+        )
+        self.epochs_trained += len(history)
+        self.history.extend(history)
+        return history
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
+        dataset = {"test": self.bundle.test, "val": self.bundle.val}[split]
+        loader = make_loader(dataset, self.cfg.train.eval_batch_size, shuffle=False, seed=0,
+                             num_workers=self.cfg.data.num_workers)
+        return evaluate(model, loader, self.bundle.num_classes)
+
+
+def versions() -> dict[str, str]:
+    import torch_pruning
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "torch_pruning": getattr(torch_pruning, "__version__", "unknown"),
+        "suite": benchmark.__version__,
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"output folder {str(out_dir)!r} is not writable ({exc.strerror or exc})") from None
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
+    """Check every name and value, and fill in the dataset-dependent defaults."""
+    cfg = copy.deepcopy(cfg)
+    validate(cfg)
+    spec = data_mod.get_spec(cfg.data.name)
+    method = get_method(cfg.method)
+    models.check_arch(cfg.model.arch)
+    if cfg.data.input_size is None:
+        cfg.data.input_size = spec.native_size
+    if cfg.data.augment is None:
+        cfg.data.augment = spec.augment_default
+    return cfg, method
+
+
+def run_cell(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    tracking: TrackingSettings | None = None,
+    progress: bool = True,
+    save_model: bool = False,
+) -> dict[str, Any]:
+    """Run one cell and write `out_dir/metrics.json`; returns the metrics."""
+    tracking = tracking or TrackingSettings()
+    out_dir = Path(out_dir)
+    cfg, method = resolve(cfg)
+    check_writable(out_dir)
+    seed_everything(cfg.seed)
+    bundle = data_mod.build_dataset(cfg.data, cfg.seed)
+    model = models.create_model(cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)
+    cfg.model.small_input = models.has_small_input_stem(model)
+    digest = config_hash(cfg)
+
+    tags = {"method": cfg.method, "arch": cfg.model.arch, "dataset": cfg.data.name, "seed": str(cfg.seed),
+            "config_hash": digest}
+    if tracking.enabled:
+        tracker: Any = Tracker(tracking.uri or default_tracking_uri(), tracking.experiment,
+                               f"{cfg.method}-{cfg.model.arch}-{cfg.data.name}-s{cfg.seed}", tags,
+                               tracking.parent_run_id)
+    else:
+        tracker = NullTracker()
+    try:
+        tracker.log_params(flatten(cfg.to_dict()))
+        ctx = CellContext(cfg, bundle, model, tracker, progress=progress)
+        start = time.perf_counter()
+        result: MethodResult = method.fn(ctx)
+        train_seconds = time.perf_counter() - start
+        final = result.model
+        test = ctx.evaluate(final, "test")
+        val = ctx.evaluate(final, "val") if len(bundle.val) else {"top1": float("nan")}
+        metrics: dict[str, Any] = {
+            "method": cfg.method, "arch": cfg.model.arch, "dataset": cfg.data.name, "seed": cfg.seed,
+            "epochs": ctx.epochs_trained, "status": "finished",
+            "top1": test["top1"], "top5": test["top5"], "test_loss": test["loss"], "val_top1": val["top1"],
+            **measure_model(final, bundle.in_chans, bundle.input_size, cfg.measure),
+            "train_seconds": train_seconds,
+            **result.metrics,
+            "split_sizes": bundle.sizes(), "split_hash": bundle.split.hash,
+            "config": cfg.to_dict(), "config_hash": digest,
+            "versions": versions(), "git_commit": git_commit(),
+            "mlflow_run_id": tracker.run_id,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+        if save_model:
+            torch.save(final, out_dir / "model.pt")
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        tracker.log_metrics({k: v for k, v in metrics.items() if k not in ("seed", "epochs")}, step=ctx.epochs_trained)
+        tracker.log_artifact(out_dir / "metrics.json")
+        tracker.log_artifact(out_dir / "config.json")
+        tracker.finish("FINISHED")
+        return metrics
+    except BaseException as exc:
+        # The run stays in MLflow as FAILED with its error, so a study can report it.
+        tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        tracker.set_tag("traceback", traceback.format_exc()[-5000:])
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
