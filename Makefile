@@ -35,7 +35,7 @@ study: install
 	@if [ -n "$(PROFILE)" ]; then \
 		$(BIN)/python -m pipelines.profile "$(PROFILE)"; \
 	fi
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -187,7 +187,10 @@ def _open(name: str, cfg: DataConfig, where: str, make: Callable[[bool], Dataset
     try:
         return make(cfg.download)
     except RuntimeError as exc:
-        if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+        text = " ".join(str(exc).split())  # torchvision's messages may span several lines
+        if cfg.download and text.startswith("Error downloading"):  # the MNIST family wraps URL errors
+            raise UserError(f"download of dataset {name!r} failed ({text}); put {where} under {cfg.root!r}") from None
+        if "not found" in text.lower() or "corrupted" in text.lower():
             raise _missing(name, cfg, where) from None
         raise
     except OSError as exc:  # urllib errors are OSErrors: no network, DNS failure, refused
@@ -340,3 +343,18 @@ DATASETS.add("imagefolder", DatasetSpec(
 
 def describe() -> list[tuple[str, str]]:
     return [(name, DATASETS.get(name).description) for name in DATASETS]
+
+
+def prepare_split(cfg: DataConfig, seed: int, out_dir: Path) -> dict:
+    """Write one seed's split (indices and hash) to `out_dir/<dataset>/seed<k>.json`; return the record."""
+    import json
+
+    bundle = build_dataset(cfg, seed)
+    record = {
+        "dataset": cfg.name, "seed": seed, "sizes": bundle.sizes(), "split_hash": bundle.split.hash,
+        "train": bundle.split.train.tolist(), "val": bundle.split.val.tolist(), "test": bundle.split.test.tolist(),
+    }
+    path = Path(out_dir) / cfg.name / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record) + "\n")
+    return record

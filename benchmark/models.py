@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import timm
+import torch
 import torch.nn as nn
 
 from benchmark.config import ModelConfig
@@ -44,26 +45,47 @@ def apply_small_input_stem(model: nn.Module) -> nn.Module:
     return model
 
 
+def resolve_small_input(cfg: ModelConfig, input_size: int, model: nn.Module) -> bool:
+    """`cfg.small_input` checked against the arch, with None (auto) decided: on for ResNet stems <= 64 px."""
+    supported = supports_small_input(model)
+    if cfg.small_input and not supported:
+        raise UserError(
+            f"bad value for 'model.small_input': arch {cfg.arch!r} has no ResNet-style conv1 + maxpool stem; "
+            "it is valid for the resnet family only (set it to false or null)"
+        )
+    if cfg.small_input is None:
+        return input_size <= SMALL_INPUT_AUTO_MAX and supported
+    return cfg.small_input
+
+
+def probe(cfg: ModelConfig, in_chans: int, input_size: int) -> bool:
+    """Check that `cfg.arch` exists and runs at `input_size`; return the resolved `small_input`.
+
+    The model is built and run on the meta device: shapes only, no memory, a fraction of a second.
+    """
+    check_arch(cfg.arch)
+    with torch.device("meta"):
+        model = timm.create_model(cfg.arch, pretrained=False, num_classes=2, in_chans=in_chans)
+        small = resolve_small_input(cfg, input_size, model)
+        if small:
+            apply_small_input_stem(model)
+        model.eval()
+        try:
+            model(torch.zeros(2, in_chans, input_size, input_size))
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(
+                f"arch {cfg.arch!r} cannot take {input_size}x{input_size} inputs "
+                f"({str(exc).splitlines()[0]}); choose a larger data.input_size, e.g. --set data.input_size=32"
+            ) from None
+    return small
+
+
 def create_model(cfg: ModelConfig, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     """A freshly initialised timm model (no pretrained weights: nothing is downloaded)."""
     check_arch(cfg.arch)
     model = timm.create_model(
         cfg.arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate
     )
-    small = cfg.small_input
-    if small is None:
-        small = input_size <= SMALL_INPUT_AUTO_MAX and supports_small_input(model)
-    if small:
-        if not supports_small_input(model):
-            raise UserError(
-                f"bad value for 'model.small_input': arch {cfg.arch!r} has no ResNet-style conv1 + maxpool stem; "
-                "valid for the resnet family only (set it to false or null)"
-            )
+    if resolve_small_input(cfg, input_size, model):
         apply_small_input_stem(model)
     return model
-
-
-def has_small_input_stem(model: nn.Module) -> bool:
-    """Whether `model` carries the CIFAR stem (used to record the resolved `model.small_input`)."""
-    conv1 = getattr(model, "conv1", None)
-    return isinstance(getattr(model, "maxpool", None), nn.Identity) and getattr(conv1, "stride", None) == (1, 1)

@@ -7,6 +7,7 @@ before anything is written, so bad input leaves neither a metrics.json nor a run
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import platform
@@ -131,7 +132,47 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
         cfg.data.input_size = spec.native_size
     if cfg.data.augment is None:
         cfg.data.augment = spec.augment_default
+    cfg.model.small_input = models.probe(cfg.model, spec.in_chans, cfg.data.input_size)
     return cfg, method
+
+
+def code_fingerprint(method: MethodSpec) -> str:
+    """Hash of the harness, the EDropout library and the method's own file.
+
+    A cached cell counts as done only if both its config and the code that produced it are unchanged.
+    """
+    h = hashlib.sha256()
+    files = sorted((PROJECT_ROOT / "benchmark").rglob("*.py")) + sorted((PROJECT_ROOT / "edropout").rglob("*.py"))
+    if Path(method.source).is_file():
+        files.append(Path(method.source))
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CellIdentity:
+    config: RunConfig
+    method: MethodSpec
+    config_hash: str
+    code_hash: str
+
+
+def identify(cfg: RunConfig) -> CellIdentity:
+    """Resolve and check `cfg`, and compute what addresses its result (no data is loaded)."""
+    cfg, method = resolve(cfg)
+    return CellIdentity(cfg, method, config_hash(cfg), code_fingerprint(method))
+
+
+def is_done(out_dir: str | Path, cell: CellIdentity) -> bool:
+    """A finished result for exactly this config and code exists in `out_dir`."""
+    try:
+        metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (metrics.get("status") == "finished" and metrics.get("config_hash") == cell.config_hash
+            and metrics.get("code_hash") == cell.code_hash)
 
 
 def run_cell(
@@ -144,13 +185,12 @@ def run_cell(
     """Run one cell and write `out_dir/metrics.json`; returns the metrics."""
     tracking = tracking or TrackingSettings()
     out_dir = Path(out_dir)
-    cfg, method = resolve(cfg)
+    cell = identify(cfg)
+    cfg, method, digest = cell.config, cell.method, cell.config_hash
     check_writable(out_dir)
     seed_everything(cfg.seed)
     bundle = data_mod.build_dataset(cfg.data, cfg.seed)
     model = models.create_model(cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)
-    cfg.model.small_input = models.has_small_input_stem(model)
-    digest = config_hash(cfg)
 
     tags = {"method": cfg.method, "arch": cfg.model.arch, "dataset": cfg.data.name, "seed": str(cfg.seed),
             "config_hash": digest}
@@ -177,7 +217,7 @@ def run_cell(
             "train_seconds": train_seconds,
             **result.metrics,
             "split_sizes": bundle.sizes(), "split_hash": bundle.split.hash,
-            "config": cfg.to_dict(), "config_hash": digest,
+            "config": cfg.to_dict(), "config_hash": digest, "code_hash": cell.code_hash,
             "versions": versions(), "git_commit": git_commit(),
             "mlflow_run_id": tracker.run_id,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

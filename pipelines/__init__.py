@@ -1,0 +1,1 @@
+"""Thin entry points that `dvc.yaml` stages call; the logic lives in `benchmark/`."""
