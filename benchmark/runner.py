@@ -226,7 +226,10 @@ def run_cell(
         if save_model:
             torch.save(final, out_dir / "model.pt")
         write_json_atomic(out_dir / "metrics.json", metrics)
-        tracker.log_metrics({k: v for k, v in metrics.items() if k not in ("seed", "epochs")}, step=ctx.epochs_trained)
+        # Per-epoch curves already carry val_top1 etc.; the final numbers go under their own names.
+        curve_names = set(EpochStats.__dataclass_fields__)
+        tracker.log_metrics({k: v for k, v in metrics.items() if k not in curve_names and k != "seed"},
+                            step=ctx.epochs_trained)
         tracker.log_artifact(out_dir / "metrics.json")
         tracker.log_artifact(out_dir / "config.json")
         tracker.finish("FINISHED")

@@ -1,0 +1,115 @@
+"""The command line as a user runs it, with a real MLflow store."""
+
+import json
+
+import pytest
+
+from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
+
+REQUIRED = {
+    "method", "arch", "dataset", "seed", "epochs", "status", "top1", "top5", "params", "params_nonzero", "macs",
+    "latency_ms_b1", "latency_ms_b64", "train_seconds", "config", "config_hash", "versions", "git_commit",
+}
+
+
+def test_run_writes_metrics_and_one_mlflow_run(tmp_path, mlflow_uri):
+    out = tmp_path / "cell"
+    proc = run_cli("run", "--method", "dense", "--arch", "resnet18", "--dataset", "digits", "--seed", "0",
+                   "--out", str(out), "--epochs", "2", *TINY_ARGS[2:], "--set", "measure.latency_batch_sizes=[1, 64]")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED <= set(metrics)
+    assert metrics["status"] == "finished" and metrics["epochs"] == 2
+    assert 10.0 < metrics["top1"] <= metrics["top5"] <= 100.0
+    assert metrics["params"] == metrics["params_nonzero"] > 11_000_000
+    assert metrics["config"]["train"]["epochs"] == 2 and metrics["config"]["data"]["input_size"] == 8
+    assert metrics["config"]["model"]["small_input"] is True  # resolved, not left as "auto"
+    assert set(metrics["versions"]) >= {"python", "torch", "timm", "suite"}
+    assert json.loads((out / "config.json").read_text()) == metrics["config"]
+
+    (run,) = mlflow_runs(mlflow_uri)
+    assert run.info.status == "FINISHED" and run.info.run_id == metrics["mlflow_run_id"]
+    assert run.data.tags["method"] == "dense" and run.data.tags["config_hash"] == metrics["config_hash"]
+    assert run.data.params["train.epochs"] == "2" and run.data.params["model.arch"] == "resnet18"
+    assert run.data.metrics["top1"] == pytest.approx(metrics["top1"])
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1, 2]
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "config.json"} <= artifacts
+
+
+def test_yaml_config_then_set_overrides(tmp_path, mlflow_uri):
+    cfg_file = tmp_path / "exp.yaml"
+    cfg_file.write_text("train:\n  lr: 0.01\n  batch_size: 32\n")
+    out = tmp_path / "cell"
+    proc = run_cli("run", "--out", str(out), "--config", str(cfg_file), "--set", "train.lr=0.02", *TINY_ARGS,
+                   "--no-track")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["train"]["lr"] == 0.02 and config["train"]["batch_size"] == 32
+    assert mlflow_runs(mlflow_uri) == []  # --no-track logs nothing
+
+
+def _not_a_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    return str(blocker / "out")
+
+
+BAD_INPUTS = {
+    "unknown method": (["--method", "magic"], "unknown method 'magic'"),
+    "unknown arch": (["--arch", "resnet181"], "unknown arch 'resnet181'; did you mean: resnet18"),
+    "unknown dataset": (["--dataset", "mnst"], "unknown dataset 'mnst'; did you mean: mnist"),
+    "zero epochs": (["--epochs", "0"], "'train.epochs': must be > 0, got 0"),
+    "negative batch": (["--batch-size", "-4"], "'train.batch_size': must be > 0, got -4"),
+    "malformed set": (["--set", "train.lr"], "malformed --set 'train.lr'"),
+    "unknown key": (["--set", "train.momentom=0.5"], "unknown config key 'train.momentom'; did you mean: train.momentum"),
+    "bad type": (["--set", "train.epochs=many"], "bad value for 'train.epochs': expected int, got 'many'"),
+    "missing files": (["--dataset", "mnist", "--data-root", "{empty}"], "dataset 'mnist' not found under"),
+    "small arch input": (["--arch", "convnext_atto"], "cannot take 8x8 inputs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, mlflow_uri):
+    extra, message = BAD_INPUTS[case]
+    (tmp_path / "empty").mkdir()
+    extra = [a.replace("{empty}", str(tmp_path / "empty")) for a in extra]
+    out = tmp_path / "cell"
+    proc = run_cli("run", "--out", str(out), *TINY_ARGS, *extra)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert message in lines[0]
+    assert not (out / "metrics.json").exists()
+    assert mlflow_runs(mlflow_uri) == []
+
+
+def test_unwritable_output_folder(tmp_path, mlflow_uri):
+    proc = run_cli("run", "--out", _not_a_dir(tmp_path), *TINY_ARGS)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: output folder") and "not writable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert mlflow_runs(mlflow_uri) == []
+
+
+def test_argparse_errors_are_one_line_exit_2():
+    proc = run_cli("run", "--epochs", "three", "--out", "x")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "invalid int value: 'three'" in proc.stderr
+
+
+def test_list_commands():
+    methods = run_cli("list", "methods")
+    assert methods.returncode == 0 and methods.stdout.split()[0] == "dense"
+    datasets = run_cli("list", "datasets").stdout
+    for name in ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "flowers102", "imagefolder"):
+        assert f"\n{name} " in "\n" + datasets
+    archs = run_cli("list", "archs", "resnet1*").stdout.split()
+    assert "resnet18" in archs and all(a.startswith("resnet1") for a in archs)
+    bad = run_cli("list", "models")
+    assert bad.returncode == 2 and "unknown list kind 'models'" in bad.stderr and "methods" in bad.stderr
