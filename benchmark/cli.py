@@ -22,23 +22,31 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _cell_options() -> argparse.ArgumentParser:
+    """The options that describe a cell, shared by `run` and `config`."""
+    opts = argparse.ArgumentParser(add_help=False)
+    opts.add_argument("--method", help="pruning method (default: dense)")
+    opts.add_argument("--arch", help="timm architecture (default: resnet18)")
+    opts.add_argument("--dataset", help="dataset (default: digits)")
+    opts.add_argument("--seed", type=int, help="seed (default: 0)")
+    opts.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    opts.add_argument("--batch-size", type=int, help="mini-batch size (train.batch_size)")
+    opts.add_argument("--data-root", help="folder with dataset files (data.root)")
+    opts.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
+    opts.add_argument("--config", action="append", default=[], metavar="FILE",
+                      help="YAML file of config keys, applied before --set (repeatable)")
+    opts.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override any config key, e.g. --set train.lr=0.1 (repeatable)")
+    return opts
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    cell = _cell_options()
 
-    run = sub.add_parser("run", help="run one cell (method x arch x dataset x seed) and write metrics.json")
-    run.add_argument("--method", help="pruning method (default: dense)")
-    run.add_argument("--arch", help="timm architecture (default: resnet18)")
-    run.add_argument("--dataset", help="dataset (default: digits)")
-    run.add_argument("--seed", type=int, help="seed (default: 0)")
-    run.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
-    run.add_argument("--batch-size", type=int, help="mini-batch size (train.batch_size)")
-    run.add_argument("--data-root", help="folder with dataset files (data.root)")
-    run.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
-    run.add_argument("--config", action="append", default=[], metavar="FILE",
-                     help="YAML file of config keys, applied before --set (repeatable)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override any config key, e.g. --set train.lr=0.1 (repeatable)")
+    run = sub.add_parser("run", parents=[cell],
+                         help="run one cell (method x arch x dataset x seed) and write metrics.json")
     run.add_argument("--out", required=True, help="output folder for metrics.json and config.json")
     run.add_argument("--save-model", action="store_true", help="also write the final network to OUT/model.pt")
     run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -49,25 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("kind", help=f"one of {', '.join(LIST_KINDS)}")
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
 
-    show = sub.add_parser("config", help="print the resolved default config (with --set applied) as JSON")
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_parser("config", parents=[cell],
+                   help="print the fully resolved config of a cell and its hash as JSON (runs nothing)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig()
-    for path in getattr(args, "config", []):
+    for path in args.config:
         apply_mapping(cfg, load_yaml(path), path)
     shortcuts = {
-        "method": getattr(args, "method", None), "model.arch": getattr(args, "arch", None),
-        "data.name": getattr(args, "dataset", None), "seed": getattr(args, "seed", None),
-        "train.epochs": getattr(args, "epochs", None), "train.batch_size": getattr(args, "batch_size", None),
-        "data.root": getattr(args, "data_root", None),
+        "method": args.method, "model.arch": args.arch, "data.name": args.dataset, "seed": args.seed,
+        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "data.root": args.data_root,
     }
     for key, value in shortcuts.items():
         if value is not None:
             set_value(cfg, key, value)
-    if getattr(args, "download", False):
+    if args.download:
         cfg.data.download = True
     for text in args.overrides:
         set_value(cfg, *parse_assignment(text))
@@ -116,7 +122,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(config_from_args(args).to_dict(), indent=2))
+    from benchmark.runner import identify
+
+    cell = identify(config_from_args(args))
+    print(json.dumps({"config": cell.config.to_dict(), "config_hash": cell.config_hash}, indent=2))
     return 0
 
 

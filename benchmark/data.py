@@ -341,10 +341,6 @@ DATASETS.add("imagefolder", DatasetSpec(
 ))
 
 
-def describe() -> list[tuple[str, str]]:
-    return [(name, DATASETS.get(name).description) for name in DATASETS]
-
-
 def prepare_split(cfg: DataConfig, seed: int, out_dir: Path) -> dict:
     """Write one seed's split (indices and hash) to `out_dir/<dataset>/seed<k>.json`; return the record."""
     import json

@@ -46,6 +46,13 @@ class MethodSpec:
     granularity: str
     schedule: str
     source: str
+    check_args: Callable[[dict], None] | None = None  # raises UserError on bad method_args
+
+    def validate_args(self, method_args: dict) -> None:
+        if self.check_args is not None:
+            self.check_args(method_args)
+        elif method_args:
+            raise UserError(f"method {self.name!r} takes no method_args, got {', '.join(sorted(method_args))}")
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
@@ -53,8 +60,12 @@ BROKEN: dict[str, str] = {}  # plugin file or entry point -> one-line problem
 _discovered = False
 
 
-def register_method(name: str, *, citation: str, granularity: str, schedule: str):
-    """Decorator that registers a pruning method under `name`."""
+def register_method(name: str, *, citation: str, granularity: str, schedule: str,
+                    check_args: Callable[[dict], None] | None = None):
+    """Decorator that registers a pruning method under `name`.
+
+    `check_args(method_args)` validates the method's own settings before anything runs.
+    """
     if granularity not in GRANULARITIES:
         raise UserError(f"method {name!r}: granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     if schedule not in SCHEDULES:
@@ -66,7 +77,7 @@ def register_method(name: str, *, citation: str, granularity: str, schedule: str
         source = getattr(sys.modules.get(fn.__module__), "__file__", None) or fn.__module__
         if name in METHODS:
             raise UserError(f"duplicate method name {name!r}: already registered by {METHODS.get(name).source}")
-        METHODS.add(name, MethodSpec(name, fn, citation, granularity, schedule, str(source)))
+        METHODS.add(name, MethodSpec(name, fn, citation, granularity, schedule, str(source), check_args))
         return fn
 
     return decorator

@@ -34,7 +34,7 @@ def _cell(values: list[float], fmt: str, scale: float) -> str:
     values = [v * scale for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return "-"
-    if len(values) == 1:
+    if len(set(values)) == 1:  # one seed, or a quantity that does not vary (parameter counts)
         return fmt.format(values[0])
     return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
 

@@ -72,6 +72,11 @@ class CellContext:
         self.history.extend(history)
         return history
 
+    def example_inputs(self) -> torch.Tensor:
+        """One input of the dataset's shape (for tracing dependency graphs)."""
+        size = self.bundle.input_size
+        return torch.zeros(1, self.bundle.in_chans, size, size)
+
     def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
         dataset = {"test": self.bundle.test, "val": self.bundle.val}[split]
         loader = make_loader(dataset, self.cfg.train.eval_batch_size, shuffle=False, seed=0,
@@ -127,6 +132,7 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
     validate(cfg)
     spec = data_mod.get_spec(cfg.data.name)
     method = get_method(cfg.method)
+    method.validate_args(cfg.method_args)
     models.check_arch(cfg.model.arch)
     if cfg.data.input_size is None:
         cfg.data.input_size = spec.native_size
@@ -222,7 +228,7 @@ def run_cell(
             "mlflow_run_id": tracker.run_id,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_json_atomic(out_dir / "config.json", cfg.to_dict())
         if save_model:
             torch.save(final, out_dir / "model.pt")
         write_json_atomic(out_dir / "metrics.json", metrics)

@@ -53,6 +53,7 @@ class Tracker:
     """One MLflow run. Created only once the inputs are known to be good, so bad input leaves no run."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None):
+        _quiet_migrations()
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
@@ -80,6 +81,16 @@ class Tracker:
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
+    def log_series(self, series: dict[str, list[tuple[int, float]]]) -> None:
+        """Whole curves at once (e.g. one point per search generation), in batches MLflow accepts."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(name, float(v), now, step) for name, points in series.items() for step, v in points
+                 if math.isfinite(float(v))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
@@ -97,6 +108,7 @@ class NullTracker:
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None: ...
+    def log_series(self, series: dict[str, list[tuple[int, float]]]) -> None: ...
     def log_artifact(self, path: str | Path) -> None: ...
     def set_tag(self, key: str, value: str) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...

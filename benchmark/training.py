@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -39,6 +40,11 @@ class Hooks:
     def end_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """After each epoch; returned values are logged with the epoch's metrics."""
         return {}
+
+    def network_changed(self) -> bool:
+        """True right after `end_epoch` replaced parameters (e.g. a physical shrink): the loop then
+        builds a new optimiser and continues the learning-rate schedule where it was."""
+        return False
 
 
 @dataclass
@@ -130,6 +136,13 @@ def train(
         extra: dict[str, float] = {}
         for hook in hooks:
             extra.update(hook.end_epoch(model, epoch))
+        if any(hook.network_changed() for hook in hooks):
+            optimizer = make_optimizer(model, cfg)
+            scheduler = make_scheduler(optimizer, cfg, epochs)
+            with warnings.catch_warnings():  # stepping a fresh scheduler to the current epoch
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(epoch if scheduler is not None else 0):
+                    scheduler.step()
         stats = EpochStats(epoch, loss_sum / seen, 100.0 * correct / seen, val["top1"], val["loss"], lr,
                            time.perf_counter() - start)
         history.append(stats)

@@ -1,7 +1,16 @@
 """EDropout: energy-based population search over binary pruning masks (Salehinejad & Valaee, 2022).
 
-The library is importable on its own, with no experiment code in it. See ../shared/EDROPOUT.md
-for the method and the open issue that builds it.
+An importable library for any PyTorch training loop; it holds no experiment code (no MLflow,
+DVC or file layout). `EDropout` is the controller (see `edropout.controller` for the loop),
+`fit` the one-call trainer.
 """
 
-__version__ = "0.0.0"
+from edropout.config import EDropoutConfig
+from edropout.controller import EDropout, Generation
+from edropout.energy import cross_entropy_energy, margin_energy
+from edropout.trainer import fit
+from edropout.units import UnitLayout, find_units
+
+__all__ = ["EDropout", "EDropoutConfig", "Generation", "UnitLayout", "cross_entropy_energy", "find_units", "fit",
+           "margin_energy"]
+__version__ = "0.1.0"

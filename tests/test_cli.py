@@ -53,6 +53,12 @@ def test_yaml_config_then_set_overrides(tmp_path, mlflow_uri):
     assert config["train"]["lr"] == 0.02 and config["train"]["batch_size"] == 32
     assert mlflow_runs(mlflow_uri) == []  # --no-track logs nothing
 
+    # `config` resolves the same cell without running it: same config, same hash
+    shown = run_cli("config", "--config", str(cfg_file), "--set", "train.lr=0.02", *TINY_ARGS[:-1])
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {"config": config,
+                                        "config_hash": json.loads((out / "metrics.json").read_text())["config_hash"]}
+
 
 def _not_a_dir(tmp_path):
     blocker = tmp_path / "file"

@@ -1,0 +1,77 @@
+"""edropout: energy-based population search over pruning masks during training.
+
+H. Salehinejad and S. Valaee, "EDropout: Energy-Based Dropout and Pruning of Deep Neural
+Networks", IEEE TNNLS 33(10), 2022 (arXiv 2006.04270). The method lives in the `edropout`
+library; this file only connects it to the harness. Settings: `--set method_args.<name>=<value>`
+with the fields of `edropout.EDropoutConfig` (population, energy, kappa, energy_batch, ...).
+"""
+
+from __future__ import annotations
+
+from benchmark.errors import UserError
+from benchmark.measure import count_params
+from benchmark.methods import MethodResult, register_method
+from benchmark.training import Hooks
+from edropout import EDropout, EDropoutConfig
+
+
+def _config(method_args: dict) -> EDropoutConfig:
+    try:
+        return EDropoutConfig.from_dict(method_args)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad method_args for edropout: {exc}") from None
+
+
+class _Search(Hooks):
+    """The controller's calls at the harness's hook points."""
+
+    def __init__(self, ctrl: EDropout):
+        self.ctrl, self.changed = ctrl, False
+
+    def before_step(self, model, x, y):
+        self.ctrl.before_step(x, y)
+
+    def after_step(self, model):
+        self.ctrl.after_step()
+
+    def end_epoch(self, model, epoch):
+        summary = self.ctrl.epoch_summary()
+        self.changed = self.ctrl.end_epoch()
+        return summary
+
+    def network_changed(self):
+        return self.changed
+
+
+@register_method("edropout", citation="Salehinejad & Valaee, EDropout, IEEE TNNLS 2022",
+                 granularity="structured", schedule="during_training", check_args=_config)
+def edropout(ctx) -> MethodResult:
+    config = _config(ctx.cfg.method_args)
+    params_before = count_params(ctx.model)["params"]
+    try:
+        ctrl = EDropout(ctx.model, ctx.example_inputs(), ctx.cfg.train.epochs, config, seed=ctx.cfg.seed)
+    except ValueError as exc:  # e.g. an architecture without prunable units
+        raise UserError(f"edropout cannot prune {ctx.cfg.model.arch!r}: {exc}") from None
+    ctx.train(ctx.model, hooks=[_Search(ctrl)])
+    full = ctrl.full_network()
+    pruned = ctrl.finalize()
+    full_metrics = ctx.evaluate(full, "test")
+    history = ctrl.history
+    ctx.tracker.log_series({
+        "search_best_energy": [(g.step, g.best_energy) for g in history],
+        "search_mean_energy": [(g.step, g.mean_energy) for g in history],
+        "search_diversity": [(g.step, g.diversity) for g in history],
+        "search_kept_fraction": [(g.step, g.kept_fraction) for g in history],
+    })
+    return MethodResult(pruned, {
+        "param_pruning_rate": 1.0 - count_params(pruned)["params"] / params_before,
+        "channel_pruning_rate": 1.0 - float(ctrl.best.float().mean()),
+        "units": ctrl.units.num_units,
+        "unit_groups": len(ctrl.units.groups),
+        "top1_full": full_metrics["top1"],
+        "top5_full": full_metrics["top5"],
+        "search_seconds": ctrl.search_seconds,
+        "generations": len(history),
+        "converged_epoch": ctrl.converged_epoch,
+        "converged_step": ctrl.converged_step,
+    })

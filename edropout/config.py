@@ -1,0 +1,72 @@
+"""EDropout settings. Defaults are the paper's (the values of the authors' code and README)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+ENERGIES = ("margin", "cross_entropy")
+LAYOUTS = ("group", "filter")
+
+
+@dataclass
+class EDropoutConfig:
+    population: int = 8
+    """NS, the number of binary pruning states evolved together (paper: 8; >= 4 for DE's three donors)."""
+    p_init: float = 0.5
+    """Probability that a unit is kept in a freshly drawn state (paper: Bernoulli(0.5))."""
+    energy: str = "margin"
+    """'margin': -kappa * mean(z_true - max z_other) (paper); 'cross_entropy': kappa * mean CE."""
+    kappa: float = 10.0
+    """Energy scale (paper: 10). It does not change which state wins; it is kept for faithfulness."""
+    mutation_factor: float = 0.9
+    """F: probability of flipping a donor bit where the two other donors differ (paper: 0.9)."""
+    crossover_rate: float = 0.9
+    """CR: probability of taking the mutant's bit (paper: 0.9); one random position always is."""
+    energy_batch: int | None = 16
+    """Samples of each mini-batch used to measure energies (None: the whole batch). The paper uses
+    the whole batch; a sub-batch makes the search much cheaper (see README, speed)."""
+    stop_fraction: float = 0.5
+    """Stop the search at this fraction of the training epochs (paper: epoch 100 of 200)."""
+    patience: int | None = 100
+    """Also stop once the best state has not changed for this many generations (None: never)."""
+    layout: str = "group"
+    """'group': one bit per group of coupled channels (dependency graph), physically removable;
+    'filter': one bit per output channel of every conv/linear layer, the authors' layout (masks only)."""
+    shrink: bool = True
+    """With layout 'group': physically remove pruned channels once the mask is frozen, and keep
+    training the smaller network."""
+    min_kept_per_group: int = 1
+    """Every state keeps at least this many units of each group, so no layer is cut through."""
+
+    def validate(self) -> None:
+        if self.population < 4:
+            raise ValueError(f"EDropout population must be >= 4 (differential evolution needs a parent "
+                             f"and three distinct donors), got {self.population}")
+        if self.kappa <= 0:
+            raise ValueError(f"EDropout kappa must be > 0, got {self.kappa}")
+        if not 0.0 < self.p_init <= 1.0:
+            raise ValueError(f"EDropout p_init must be in (0, 1], got {self.p_init}")
+        for name in ("mutation_factor", "crossover_rate", "stop_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"EDropout {name} must be in [0, 1], got {value}")
+        if self.energy not in ENERGIES:
+            raise ValueError(f"EDropout energy {self.energy!r} is not one of {', '.join(ENERGIES)}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"EDropout layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
+        if self.energy_batch is not None and self.energy_batch <= 0:
+            raise ValueError(f"EDropout energy_batch must be > 0 or None, got {self.energy_batch}")
+        if self.patience is not None and self.patience <= 0:
+            raise ValueError(f"EDropout patience must be > 0 or None, got {self.patience}")
+        if self.min_kept_per_group < 1:
+            raise ValueError(f"EDropout min_kept_per_group must be >= 1, got {self.min_kept_per_group}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EDropoutConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown EDropout setting {unknown[0]!r}; valid settings: {', '.join(sorted(known))}")
+        config = cls(**values)
+        config.validate()
+        return config

@@ -1,0 +1,267 @@
+"""The EDropout controller: plug it into any training loop.
+
+    ctrl = EDropout(model, example_inputs, epochs=E)
+    for epoch in range(E):
+        for x, y in loader:
+            ctrl.before_step(x, y)       # one generation of the search on this batch; best state applied
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(); loss.backward()
+            optimizer.step()
+            ctrl.after_step()            # pruned units' weights and statistics put back: no update, no decay
+        if ctrl.end_epoch():             # True when the network was just shrunk physically
+            optimizer = make_optimizer(model.parameters())
+    pruned = ctrl.finalize()             # the physically shrunk network (layout 'group')
+    full = ctrl.full_network()           # the same trained weights with every unit on (the paper's F)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from edropout.config import EDropoutConfig
+from edropout.energy import ENERGY_FUNCTIONS
+from edropout.evolution import crossover, hamming_diversity, mutate, pick_donors, select
+from edropout.masking import Masker
+from edropout.units import UnitLayout, find_units
+
+
+@dataclass
+class Generation:
+    step: int
+    epoch: int
+    best_energy: float
+    mean_energy: float
+    diversity: float
+    kept_fraction: float
+    best_changed: bool
+
+
+class EDropout:
+    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, epochs: int,
+                 config: EDropoutConfig | None = None, seed: int = 0):
+        self.config = config or EDropoutConfig()
+        self.config.validate()
+        if epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {epochs}")
+        self.model, self.epochs = model, epochs
+        self._example_inputs = example_inputs
+        self.units: UnitLayout = find_units(model, example_inputs, self.config.layout)
+        self.masker = Masker(self.units).attach()
+        self.generator = torch.Generator().manual_seed(seed)
+        n, d = self.config.population, self.units.num_units
+        self.population = self._repair(torch.rand((n, d), generator=self.generator) < self.config.p_init)
+        self.energy = torch.full((n,), float("inf"))
+        self.best = self.population[0].clone()
+        self.masker.set_states(self.best)
+        self.history: list[Generation] = []
+        self.epoch, self.step = 1, 0
+        self.unchanged = 0
+        self.frozen = False
+        self.converged_epoch: int | None = None
+        self.converged_step: int | None = None
+        self.shrunk = False
+        self.search_seconds = 0.0
+        self._snapshot: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+        self._tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+        self._full: nn.Module | None = None  # the full network (every unit on) once the search is over
+        self._applied = False
+
+    # -- the search -------------------------------------------------------------------------------
+
+    def _repair(self, states: torch.Tensor) -> torch.Tensor:
+        """Give every group at least `min_kept_per_group` kept units (random ones where missing)."""
+        need = self.config.min_kept_per_group
+        for part, group in zip(self.units.split(states), self.units.groups):
+            short = part.sum(1) < min(need, group.size)
+            for row in short.nonzero().flatten().tolist():
+                chosen = torch.randperm(group.size, generator=self.generator)[:min(need, group.size)]
+                part[row, chosen] = True
+        return states
+
+    @torch.no_grad()
+    def energies(self, states: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Energy of each state on (x, y): one batched forward pass in eval mode (running BN statistics)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.masker.set_states(states)
+            logits = self.model(x.repeat(states.shape[0], *([1] * (x.dim() - 1))))
+        finally:
+            self.model.train(was_training)
+        logits = logits.view(states.shape[0], x.shape[0], -1).float()
+        return ENERGY_FUNCTIONS[self.config.energy](logits, y, self.config.kappa).cpu()
+
+    def generation(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One generation: mutate, cross over, score parents and trials on this batch, select."""
+        cfg = self.config
+        if cfg.energy_batch is not None:
+            x, y = x[: cfg.energy_batch], y[: cfg.energy_batch]
+        donors = pick_donors(cfg.population, self.generator)
+        trials = crossover(self.population, mutate(self.population, donors, cfg.mutation_factor, self.generator),
+                           cfg.crossover_rate, self.generator)
+        trials = self._repair(trials)
+        both = self.energies(torch.cat([self.population, trials]), x, y)
+        parent_energy, trial_energy = both[: cfg.population], both[cfg.population:]
+        self.population, self.energy = select(self.population, parent_energy, trials, trial_energy)
+        best = self.population[int(self.energy.argmin())]
+        changed = not torch.equal(best, self.best)
+        self.best = best.clone()
+        self.unchanged = 0 if changed else self.unchanged + 1
+        self.history.append(Generation(self.step, self.epoch, float(self.energy.min()), float(self.energy.mean()),
+                                       hamming_diversity(self.population), float(self.best.float().mean()), changed))
+        if cfg.patience is not None and self.unchanged >= cfg.patience:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        if not self.frozen:
+            self.frozen = True
+            self.converged_epoch, self.converged_step = self.epoch, self.step
+
+    # -- the training-loop hooks -----------------------------------------------------------------------
+
+    def before_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Run one generation (until convergence), apply the best state, remember what it prunes."""
+        self.step += 1
+        if self.shrunk:
+            return
+        if not self.frozen and self.epoch > self.config.stop_fraction * self.epochs:
+            self._freeze()
+        if not self.frozen:
+            start = time.perf_counter()
+            self.generation(x, y)
+            self.search_seconds += time.perf_counter() - start
+            self._applied = False
+        if not self._applied:  # frozen: the mask and the pruned channels stay the same from step to step
+            self.masker.set_states(self.best)
+            self._pruned = self._pruned_slices()
+            self._applied = True
+        self._take_snapshot()
+
+    def _pruned_slices(self) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        """(tensor, dim, channel index) of every channel the best state switches off."""
+        out = []
+        for bits, group in zip(self.units.split(self.best), self.units.groups):
+            off = (~bits).nonzero().flatten()
+            if off.numel() == 0:
+                continue
+            for piece in group.slices:
+                tensor = self._tensors[piece.name]
+                out.append((tensor, piece.dim, piece.index[off].to(tensor.device)))
+        return out
+
+    def _take_snapshot(self) -> None:
+        """Values of the pruned channels before the step: the optimiser and BN must not move them."""
+        self._snapshot = [(t, dim, index, t.detach().index_select(dim, index)) for t, dim, index in self._pruned]
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Put the pruned channels back as they were: no gradient step, no weight decay, no BN drift."""
+        for tensor, dim, index, values in self._snapshot:
+            tensor.index_copy_(dim, index, values)
+        self._snapshot = []
+
+    def end_epoch(self) -> bool:
+        """Call after each epoch. Returns True when the network was shrunk (rebuild the optimiser)."""
+        self.epoch += 1
+        if not self.frozen and self.epoch > self.config.stop_fraction * self.epochs:
+            self._freeze()
+        if self.frozen and not self.shrunk and self.config.shrink and self.units.layout == "group":
+            self._shrink()
+            return True
+        return False
+
+    def epoch_summary(self) -> dict[str, float]:
+        """Mean search statistics over the generations of the epoch just finished."""
+        done = [g for g in self.history if g.epoch == self.epoch]
+        if not done:
+            return {"kept_fraction": float(self.best.float().mean())}
+        mean = lambda key: sum(getattr(g, key) for g in done) / len(done)  # noqa: E731
+        return {"best_energy": mean("best_energy"), "mean_energy": mean("mean_energy"),
+                "diversity": mean("diversity"), "kept_fraction": float(self.best.float().mean()),
+                "search_frozen": float(self.frozen)}
+
+    # -- the result ---------------------------------------------------------------------------------
+
+    def _shrink(self) -> None:
+        """Remove the pruned channels physically (torch-pruning), keeping a copy of the full network."""
+        self.masker.detach()
+        self._full = copy.deepcopy(self.model)
+        was_training = self.model.training
+        self.model.eval()  # tracing with one example must not meet BatchNorm's batch statistics
+        try:
+            graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self._example_inputs,
+                                                          verbose=False)
+            for bits, group in zip(self.units.split(self.best), self.units.groups):
+                off = (~bits).nonzero().flatten()
+                if off.numel():
+                    graph.get_pruning_group(group.root, group.root_handler, idxs=group.root_index[off].tolist()).prune()
+        finally:
+            self.model.train(was_training)
+        self.shrunk = True
+        self._snapshot, self._pruned = [], []
+
+    def finalize(self) -> nn.Module:
+        """The pruned network, after training.
+
+        Layout 'group' with `shrink`: physically smaller. Otherwise the pruned output channels are
+        zeroed in place (weights and biases of the masked layers), which is what the mask did.
+        """
+        self._freeze()
+        if self.units.layout == "group" and self.config.shrink:
+            if not self.shrunk:
+                self._shrink()
+            return self.model
+        if self._full is None:
+            self.masker.detach()
+            self._full = copy.deepcopy(self.model)
+            with torch.no_grad():
+                for bits, group in zip(self.units.split(self.best), self.units.groups):
+                    off = (~bits).nonzero().flatten()
+                    for out in group.outputs:
+                        for name in ("weight", "bias"):
+                            tensor = getattr(out.module, name, None)
+                            if tensor is not None:
+                                tensor.index_fill_(0, out.index[off].to(tensor.device), 0.0)
+        return self.model
+
+    def full_network(self) -> nn.Module:
+        """The paper's F: the trained weights with every unit on (a new module; call after training).
+
+        After a physical shrink, the kept channels come from the trained small network and the pruned
+        ones from the moment the mask froze (they were not trained afterwards, as in the paper).
+        """
+        pruned = self.finalize()
+        full = copy.deepcopy(self._full)
+        if not self.shrunk:
+            return full
+        kept: dict[str, dict[int, torch.Tensor]] = {}
+        for bits, group in zip(self.units.split(self.best), self.units.groups):
+            on = bits.nonzero().flatten()
+            for piece in group.slices:
+                kept.setdefault(piece.name, {})[piece.dim] = piece.index[on]
+        small = dict(pruned.named_parameters()) | dict(pruned.named_buffers())
+        with torch.no_grad():
+            for name, tensor in list(full.named_parameters()) + list(full.named_buffers()):
+                _write_back(tensor, small[name], sorted(kept.get(name, {}).items()), name)
+        return full
+
+
+def _write_back(full: torch.Tensor, small: torch.Tensor, dims: list[tuple[int, torch.Tensor]], name: str) -> None:
+    """full[kept indices along each pruned dim] = small."""
+    if not dims:
+        if full.shape != small.shape:
+            raise RuntimeError(f"{name}: shape {tuple(small.shape)} after shrinking, {tuple(full.shape)} before, "
+                               "but no pruned channels were recorded for it")
+        full.copy_(small)
+        return
+    (dim, index), rest = dims[0], dims[1:]
+    index = index.to(full.device)
+    part = full.index_select(dim, index)
+    _write_back(part, small, rest, name)
+    full.index_copy_(dim, index, part)

@@ -1,0 +1,183 @@
+"""Prunable units of a network and how a bit vector maps onto its tensors.
+
+Layout 'group' (default): torch-pruning's dependency graph ties channels that must go together
+(residual adds, depthwise convs, concatenations); one bit switches one channel of a whole group,
+so any state can be removed physically. Layout 'filter': one bit per output channel of every conv
+and linear layer on its own, the authors' layout; such masks cannot in general be removed.
+
+A group is left out (never pruned) when masking it would not equal removing it, or when removal
+is not well defined: channels normalised together (LayerNorm/GroupNorm over channels), grouped
+(non-depthwise) convolutions, parameters outside modules, or flattening that maps one channel to
+several inputs. The classifier's outputs are never pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass
+class TensorSlice:
+    """Channels `index` along `dim` of the tensor `name` (a parameter or buffer) belong to the group's bits."""
+
+    name: str
+    dim: int
+    index: torch.Tensor  # index[j] is the channel switched by bit j
+
+
+@dataclass
+class MaskedOutput:
+    """Output channels `index` (along `dim`) of `module` are multiplied by the group's bits."""
+
+    module: nn.Module
+    module_name: str
+    dim: int
+    index: torch.Tensor
+
+
+@dataclass
+class UnitGroup:
+    name: str
+    size: int
+    outputs: list[MaskedOutput] = field(default_factory=list)
+    slices: list[TensorSlice] = field(default_factory=list)
+    root: nn.Module | None = None  # torch-pruning's root module and handler, for physical removal
+    root_handler: object = None
+    root_index: torch.Tensor | None = None
+
+
+@dataclass
+class UnitLayout:
+    groups: list[UnitGroup]
+    layout: str
+    skipped: dict[str, str] = field(default_factory=dict)  # group name -> why it is not prunable
+
+    @property
+    def num_units(self) -> int:
+        return sum(g.size for g in self.groups)
+
+    @property
+    def offsets(self) -> list[int]:
+        out, at = [], 0
+        for g in self.groups:
+            out.append(at)
+            at += g.size
+        return out
+
+    def split(self, bits: torch.Tensor) -> list[torch.Tensor]:
+        """Per-group views of a (..., num_units) tensor."""
+        return list(bits.split([g.size for g in self.groups], dim=-1))
+
+
+def classifier_of(model: nn.Module) -> nn.Module | None:
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if isinstance(head, nn.Module) and not isinstance(head, nn.Identity):
+        return head
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _is_depthwise(conv: nn.Module) -> bool:
+    return isinstance(conv, _CONV) and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def _slices_for(module: nn.Module, name: str, handler: str, index: torch.Tensor) -> list[TensorSlice] | str:
+    """The tensors holding the channels that `handler` removes from `module`, or why it is unsupported."""
+    if isinstance(module, _CONV):
+        if module.groups > 1 and not _is_depthwise(module):
+            return f"grouped convolution {name} (groups={module.groups})"
+        if handler == "prune_in_channels":
+            return [] if _is_depthwise(module) else [TensorSlice(f"{name}.weight", 1, index)]
+        out = [TensorSlice(f"{name}.weight", 0, index)]
+        return out + ([TensorSlice(f"{name}.bias", 0, index)] if module.bias is not None else [])
+    if isinstance(module, nn.Linear):
+        if handler == "prune_in_channels":
+            return [TensorSlice(f"{name}.weight", 1, index)]
+        out = [TensorSlice(f"{name}.weight", 0, index)]
+        return out + ([TensorSlice(f"{name}.bias", 0, index)] if module.bias is not None else [])
+    if isinstance(module, _NORM):
+        names = [n for n in ("weight", "bias", "running_mean", "running_var") if getattr(module, n, None) is not None]
+        return [TensorSlice(f"{name}.{n}", 0, index) for n in names]
+    return f"{type(module).__name__} {name} couples channels"
+
+
+def _output_dim(module: nn.Module) -> int:
+    return -1 if isinstance(module, nn.Linear) else 1
+
+
+def _group_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn.Module | None) -> UnitLayout:
+    names = {m: n for n, m in model.named_modules()}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+    ignored = [classifier] if classifier is not None else []
+    groups, skipped = [], {}
+    for raw in graph.get_all_groups(ignored_layers=ignored, root_module_types=(*_CONV, nn.Linear)):
+        root_dep, root_idxs = raw[0].dep, raw[0].idxs
+        root_name = names.get(root_dep.target.module, str(root_dep.target.name))
+        size = len(root_idxs)
+        group = UnitGroup(root_name, size, root=root_dep.target.module, root_handler=root_dep.handler,
+                          root_index=torch.as_tensor([int(i) for i in root_idxs]))
+        problem = None
+        for item in raw:
+            module, handler = item.dep.target.module, getattr(item.dep.handler, "__name__", "")
+            if type(module).__module__.startswith("torch_pruning"):
+                continue  # the graph's own bookkeeping nodes (adds, reshapes, ...)
+            if module not in names:
+                problem = f"parameter outside a module in {item.dep.target.name}"
+                break
+            index = torch.as_tensor([int(i) for i in item.idxs])
+            if len(index) != size:
+                problem = f"{names[module]} maps one channel to {len(index) / size:g} inputs"
+                break
+            found = _slices_for(module, names[module], handler, index)
+            if isinstance(found, str):
+                problem = found
+                break
+            group.slices.extend(found)
+            if handler == "prune_out_channels":
+                group.outputs.append(MaskedOutput(module, names[module], _output_dim(module), index))
+        if problem is None and group.outputs:
+            groups.append(group)
+        else:
+            skipped[root_name] = problem or "no maskable output"
+    return UnitLayout(groups, "group", skipped)
+
+
+def _filter_units(model: nn.Module, classifier: nn.Module | None) -> UnitLayout:
+    groups = []
+    for name, module in model.named_modules():
+        if module is classifier or not isinstance(module, (*_CONV, nn.Linear)):
+            continue
+        size = module.out_channels if isinstance(module, _CONV) else module.out_features
+        index = torch.arange(size)
+        group = UnitGroup(name, size)
+        group.outputs.append(MaskedOutput(module, name, _output_dim(module), index))
+        group.slices.append(TensorSlice(f"{name}.weight", 0, index))
+        if module.bias is not None:
+            group.slices.append(TensorSlice(f"{name}.bias", 0, index))
+        groups.append(group)
+    return UnitLayout(groups, "filter")
+
+
+def find_units(model: nn.Module, example_inputs: torch.Tensor, layout: str = "group",
+               classifier: nn.Module | None = None) -> UnitLayout:
+    """The prunable units of `model`; raises ValueError if there are none."""
+    classifier = classifier if classifier is not None else classifier_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        units = _group_units(model, example_inputs, classifier) if layout == "group" else _filter_units(model, classifier)
+    finally:
+        model.train(was_training)
+    if units.num_units == 0:
+        why = "; ".join(f"{k}: {v}" for k, v in list(units.skipped.items())[:3])
+        raise ValueError(f"{type(model).__name__} has no prunable units for EDropout (layout {layout!r})"
+                         + (f" ({why})" if why else ""))
+    return units
