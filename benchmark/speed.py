@@ -57,7 +57,8 @@ VARIANTS = {
     "edropout (defaults: energy on 16 samples)": ("edropout", {}),
     "edropout, energy on the whole batch (paper)": ("edropout", {"energy_batch": None}),
     "edropout, energy on 8 samples": ("edropout", {"energy_batch": 8}),
-    "edropout, early convergence (patience 20)": ("edropout", {"patience": 20}),
+    "edropout, energy on 8 samples, search stops at 25% of the epochs": (
+        "edropout", {"energy_batch": 8, "stop_fraction": 0.25}),
 }
 
 

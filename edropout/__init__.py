@@ -9,8 +9,8 @@ from edropout.config import EDropoutConfig
 from edropout.controller import EDropout, Generation
 from edropout.energy import cross_entropy_energy, margin_energy
 from edropout.trainer import fit
-from edropout.units import UnitLayout, find_units
+from edropout.units import UnitLayout, find_units, shrink
 
 __all__ = ["EDropout", "EDropoutConfig", "Generation", "UnitLayout", "cross_entropy_energy", "find_units", "fit",
-           "margin_energy"]
+           "margin_energy", "shrink"]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 ENERGIES = ("margin", "cross_entropy")
+ENERGY_NORMS = ("running", "batch")
 LAYOUTS = ("group", "filter")
 
 
@@ -22,6 +23,11 @@ class EDropoutConfig:
     """F: probability of flipping a donor bit where the two other donors differ (paper: 0.9)."""
     crossover_rate: float = 0.9
     """CR: probability of taking the mutant's bit (paper: 0.9); one random position always is."""
+    energy_norm: str = "running"
+    """BatchNorm while measuring energies. 'running': eval mode, the running statistics, so all
+    states are scored in one batched pass and nothing about BN changes. 'batch': each state's own
+    batch statistics (what the authors' code did, its model never being in eval mode), one state
+    at a time, running statistics left untouched."""
     energy_batch: int | None = 16
     """Samples of each mini-batch used to measure energies (None: the whole batch). The paper uses
     the whole batch; a sub-batch makes the search much cheaper (see README, speed)."""
@@ -52,6 +58,8 @@ class EDropoutConfig:
                 raise ValueError(f"EDropout {name} must be in [0, 1], got {value}")
         if self.energy not in ENERGIES:
             raise ValueError(f"EDropout energy {self.energy!r} is not one of {', '.join(ENERGIES)}")
+        if self.energy_norm not in ENERGY_NORMS:
+            raise ValueError(f"EDropout energy_norm {self.energy_norm!r} is not one of {', '.join(ENERGY_NORMS)}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"EDropout layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
         if self.energy_batch is not None and self.energy_batch <= 0:

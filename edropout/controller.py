@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch_pruning as tp
 
 from edropout.config import EDropoutConfig
 from edropout.energy import ENERGY_FUNCTIONS
 from edropout.evolution import crossover, hamming_diversity, mutate, pick_donors, select
 from edropout.masking import Masker
-from edropout.units import UnitLayout, find_units
+from edropout.units import UnitLayout, find_units, shrink
 
 
 @dataclass
@@ -68,6 +67,7 @@ class EDropout:
         self.shrunk = False
         self.search_seconds = 0.0
         self._snapshot: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+        self._pruned: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         self._tensors = dict(model.named_parameters()) | dict(model.named_buffers())
         self._full: nn.Module | None = None  # the full network (every unit on) once the search is over
         self._applied = False
@@ -86,14 +86,36 @@ class EDropout:
 
     @torch.no_grad()
     def energies(self, states: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Energy of each state on (x, y): one batched forward pass in eval mode (running BN statistics)."""
+        """Energy of each state on (x, y).
+
+        energy_norm 'running': one batched forward pass in eval mode. 'batch': one pass per state in
+        training mode with BatchNorm's momentum set to 0, so its running statistics do not move.
+        """
+        states = states.reshape(-1, self.units.num_units)
         was_training = self.model.training
-        self.model.eval()
         try:
-            self.masker.set_states(states)
-            logits = self.model(x.repeat(states.shape[0], *([1] * (x.dim() - 1))))
+            if self.config.energy_norm == "running":
+                self.model.eval()
+                self.masker.set_states(states)
+                logits = self.model(x.repeat(states.shape[0], *([1] * (x.dim() - 1))))
+            else:
+                self.model.train()
+                norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+                momenta = [m.momentum for m in norms]
+                for m in norms:
+                    m.momentum = 0.0
+                try:
+                    outputs = []
+                    for state in states:
+                        self.masker.set_states(state)
+                        outputs.append(self.model(x))
+                    logits = torch.cat(outputs)
+                finally:
+                    for m, momentum in zip(norms, momenta):
+                        m.momentum = momentum
         finally:
             self.model.train(was_training)
+            self._applied = False  # the training step must re-apply the best state
         logits = logits.view(states.shape[0], x.shape[0], -1).float()
         return ENERGY_FUNCTIONS[self.config.energy](logits, y, self.config.kappa).cpu()
 
@@ -192,17 +214,7 @@ class EDropout:
         """Remove the pruned channels physically (torch-pruning), keeping a copy of the full network."""
         self.masker.detach()
         self._full = copy.deepcopy(self.model)
-        was_training = self.model.training
-        self.model.eval()  # tracing with one example must not meet BatchNorm's batch statistics
-        try:
-            graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self._example_inputs,
-                                                          verbose=False)
-            for bits, group in zip(self.units.split(self.best), self.units.groups):
-                off = (~bits).nonzero().flatten()
-                if off.numel():
-                    graph.get_pruning_group(group.root, group.root_handler, idxs=group.root_index[off].tolist()).prune()
-        finally:
-            self.model.train(was_training)
+        shrink(self.model, self._example_inputs, self.units, self.best)
         self.shrunk = True
         self._snapshot, self._pruned = [], []
 

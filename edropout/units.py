@@ -181,3 +181,24 @@ def find_units(model: nn.Module, example_inputs: torch.Tensor, layout: str = "gr
         raise ValueError(f"{type(model).__name__} has no prunable units for EDropout (layout {layout!r})"
                          + (f" ({why})" if why else ""))
     return units
+
+
+def shrink(model: nn.Module, example_inputs: torch.Tensor, units: UnitLayout, keep: torch.Tensor) -> nn.Module:
+    """Physically remove the units whose bit in `keep` (num_units bools) is False, in place.
+
+    Only for layout 'group' (the 'filter' layout's coupled channels cannot be removed one by one).
+    Uses torch-pruning, so every coupled layer (BN, residual partners, consumers' inputs) follows.
+    """
+    if units.layout != "group":
+        raise ValueError("only the 'group' layout can be removed physically")
+    was_training = model.training
+    model.eval()  # tracing with a single example must not meet BatchNorm's batch statistics
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+        for bits, group in zip(units.split(keep.reshape(-1)), units.groups):
+            off = (~bits).nonzero().flatten()
+            if off.numel():
+                graph.get_pruning_group(group.root, group.root_handler, idxs=group.root_index[off].tolist()).prune()
+    finally:
+        model.train(was_training)
+    return model

@@ -250,3 +250,15 @@ def test_masker_applies_per_state_masks_to_replicated_batches():
             masker.set_states(states[s])
             assert torch.allclose(model(x), together[s], atol=1e-4)
     masker.detach()
+
+
+def test_batch_statistics_energy_leaves_running_statistics_alone():
+    model = _model()
+    x, y = _batch()
+    ctrl = EDropout(model, x[:1], epochs=2, config=EDropoutConfig(energy_norm="batch"))
+    stats = {n: b.clone() for n, b in model.named_buffers() if "running" in n}
+    batch_energy = ctrl.energies(ctrl.population, x, y)
+    assert all(torch.equal(stats[n], b) for n, b in model.named_buffers() if "running" in n)
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # restored
+    running = EDropout(model, x[:1], epochs=2).energies(ctrl.population, x, y)
+    assert not torch.allclose(batch_energy, running)  # the two modes really differ
