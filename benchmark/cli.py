@@ -31,6 +31,8 @@ def _cell_options() -> argparse.ArgumentParser:
     opts.add_argument("--seed", type=int, help="seed (default: 0)")
     opts.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     opts.add_argument("--batch-size", type=int, help="mini-batch size (train.batch_size)")
+    opts.add_argument("--sparsity", help="target parameter pruning rate in [0, 1), or 'matched' "
+                                          "(EDropout's rate for the same cell) (method_args.sparsity)")
     opts.add_argument("--data-root", help="folder with dataset files (data.root)")
     opts.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
     opts.add_argument("--config", action="append", default=[], metavar="FILE",
@@ -73,6 +75,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for key, value in shortcuts.items():
         if value is not None:
             set_value(cfg, key, value)
+    if args.sparsity is not None:
+        try:
+            cfg.method_args["sparsity"] = args.sparsity if args.sparsity == "matched" else float(args.sparsity)
+        except ValueError:
+            raise UserError(f"bad value for --sparsity: {args.sparsity!r}; give a rate in [0, 1) or 'matched'") from None
     if args.download:
         cfg.data.download = True
     for text in args.overrides:
@@ -80,10 +87,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
+def _warn_broken_plugins() -> None:
+    """One stderr line per plugin that failed to load; the run goes on with the healthy methods."""
+    from benchmark.methods import broken_warnings
+
+    for line in broken_warnings():
+        print(line, file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import TrackingSettings, run_cell
+    from benchmark.runner import TrackingSettings, identify, run_cell
 
     cfg = config_from_args(args)
+    identify(cfg)  # bad input stays one `error:` line, so the warnings come after the checks
+    _warn_broken_plugins()
     tracking = TrackingSettings(enabled=not args.no_track)
     if args.experiment:
         tracking.experiment = args.experiment
@@ -125,6 +142,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from benchmark.runner import identify
 
     cell = identify(config_from_args(args))
+    _warn_broken_plugins()
     print(json.dumps({"config": cell.config.to_dict(), "config_hash": cell.config_hash}, indent=2))
     return 0
 

@@ -25,16 +25,27 @@ def count_params(model: nn.Module) -> dict[str, int]:
     }
 
 
-def count_macs(model: nn.Module, in_chans: int, input_size: int) -> int:
-    """Multiply-accumulates of one forward pass at batch 1, counted by torch-pruning's op counter."""
+def count_macs(model: nn.Module, in_chans: int, input_size: int, nonzero: bool = False) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, counted by torch-pruning's op counter.
+
+    With `nonzero`, each conv/linear layer's MACs are scaled by the fraction of its weights that are
+    not zero: the theoretical cost of an unstructured sparse network (what sparse kernels could reach).
+    """
     example = torch.zeros(1, in_chans, input_size, input_size)
     was_training = model.training
     model.eval()
     try:
-        macs, _ = tp.utils.count_ops_and_params(model, example)
+        macs, _, per_layer, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
     finally:
         model.train(was_training)
-    return int(macs)
+    if not nonzero:
+        return int(macs)
+    for module, layer_macs in per_layer.items():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and weight is not None:
+            density = float(torch.count_nonzero(weight)) / weight.numel()
+            macs -= layer_macs * (1.0 - density)
+    return int(round(macs))
 
 
 def serialized_bytes(model: nn.Module) -> int:
@@ -79,6 +90,7 @@ def measure_model(model: nn.Module, in_chans: int, input_size: int, cfg: Measure
     out: dict[str, float | int] = {}
     out.update(count_params(model))
     out["macs"] = count_macs(model, in_chans, input_size)
+    out["macs_nonzero"] = count_macs(model, in_chans, input_size, nonzero=True)
     out["model_bytes"] = serialized_bytes(model)
     with torch_threads(cfg.threads) as threads:
         out["latency_threads"] = threads

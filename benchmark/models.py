@@ -72,10 +72,11 @@ def probe(cfg: ModelConfig, in_chans: int, input_size: int) -> bool:
         model.eval()
         try:
             model(torch.zeros(2, in_chans, input_size, input_size))
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, AssertionError) as exc:  # timm asserts fixed input sizes
             raise UserError(
                 f"arch {cfg.arch!r} cannot take {input_size}x{input_size} inputs "
-                f"({str(exc).splitlines()[0]}); choose a larger data.input_size, e.g. --set data.input_size=32"
+                f"({(str(exc).splitlines() or [type(exc).__name__])[0]}); choose an input size it supports, "
+                f"e.g. --set data.input_size=32 (some archs need exactly their native size, such as 224)"
             ) from None
     return small
 

@@ -55,6 +55,8 @@ class CellContext:
     progress: bool = True
     epochs_trained: int = 0
     history: list[EpochStats] = field(default_factory=list)
+    dense_seconds: float = 0.0  # cost of the dense network a post-training method started from
+    dense_epochs: int = 0
 
     def train(self, model: nn.Module, epochs: int | None = None, hooks: list[Hooks] = (), desc: str = "train") -> list[EpochStats]:
         """Train with the cell's optimiser settings; epoch curves go to MLflow with a running step."""
@@ -72,6 +74,33 @@ class CellContext:
         self.history.extend(history)
         return history
 
+    def dense_start(self) -> nn.Module:
+        """The trained dense network of this cell's (arch, dataset, seed, training config).
+
+        Shared between methods: read from the checkpoint store if any cell trained it before,
+        else trained now (logged in this run) and stored. Its cost is `self.dense_seconds`.
+        """
+        path = checkpoint_path(self.cfg)
+        meta = path.with_suffix(".json")
+        if path.is_file() and meta.is_file():
+            self.dense_seconds = json.loads(meta.read_text())["train_seconds"]
+            self.dense_epochs = self.cfg.train.epochs
+            return torch.load(path, weights_only=False)
+        start = time.perf_counter()
+        self.train(self.model, desc="dense")
+        self.store_dense(self.model, time.perf_counter() - start)
+        return copy.deepcopy(self.model)
+
+    def store_dense(self, model: nn.Module, seconds: float) -> None:
+        """Put a trained dense network into the checkpoint store (atomically)."""
+        path = checkpoint_path(self.cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(model, tmp)
+        os.replace(tmp, path)
+        write_json_atomic(path.with_suffix(".json"), {"train_seconds": seconds, "config": self.cfg.to_dict()})
+        self.dense_seconds, self.dense_epochs = seconds, self.cfg.train.epochs
+
     def example_inputs(self) -> torch.Tensor:
         """One input of the dataset's shape (for tracing dependency graphs)."""
         size = self.bundle.input_size
@@ -82,6 +111,21 @@ class CellContext:
         loader = make_loader(dataset, self.cfg.train.eval_batch_size, shuffle=False, seed=0,
                              num_workers=self.cfg.data.num_workers)
         return evaluate(model, loader, self.bundle.num_classes)
+
+
+def checkpoints_root() -> Path:
+    return Path(os.environ.get("BENCHMARK_CHECKPOINTS", PROJECT_ROOT / "results" / "checkpoints"))
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("BENCHMARK_RESULTS", PROJECT_ROOT / "results"))
+
+
+def checkpoint_path(cfg: RunConfig) -> Path:
+    """Where the dense network for `cfg`'s arch, dataset, seed and training settings is stored."""
+    dense = copy.deepcopy(cfg)
+    dense.method, dense.method_args = "dense", {}
+    return checkpoints_root() / f"dense-{config_hash(dense)}.pt"
 
 
 def versions() -> dict[str, str]:
@@ -126,12 +170,32 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def compare_with_dense(cfg: RunConfig, bundle: data_mod.DatasetBundle, measured: dict) -> dict[str, float]:
+    """Speed and cost of the unpruned architecture, measured right after the pruned one in this process.
+
+    Timing both side by side keeps the speedup meaningful on a noisy machine. `speedup_per_mac_reduction`
+    near 1 means the saved MACs turn into saved time; well below 1, the pruned shapes suit the
+    hardware poorly (try `method_args.round_to=8`).
+    """
+    reference = models.create_model(cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)
+    dense = measure_model(reference, bundle.in_chans, bundle.input_size, cfg.measure)
+    out = {f"dense_{k}": dense[k] for k in ("params", "macs") + tuple(f"latency_ms_b{b}" for b in cfg.measure.latency_batch_sizes)}
+    out["mac_reduction"] = dense["macs"] / measured["macs"]
+    out["theoretical_mac_reduction"] = dense["macs"] / max(1, measured["macs_nonzero"])
+    for b in cfg.measure.latency_batch_sizes:
+        out[f"latency_speedup_b{b}"] = dense[f"latency_ms_b{b}"] / measured[f"latency_ms_b{b}"]
+        out[f"speedup_per_mac_reduction_b{b}"] = out[f"latency_speedup_b{b}"] / out["mac_reduction"]
+    return out
+
+
 def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
     """Check every name and value, and fill in the dataset-dependent defaults."""
     cfg = copy.deepcopy(cfg)
     validate(cfg)
     spec = data_mod.get_spec(cfg.data.name)
     method = get_method(cfg.method)
+    if cfg.method_args.get("sparsity") == "matched":
+        cfg.method_args["sparsity"], cfg.method_args["matched_from"] = matched_sparsity(cfg)
     method.validate_args(cfg.method_args)
     models.check_arch(cfg.model.arch)
     if cfg.data.input_size is None:
@@ -140,6 +204,20 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
         cfg.data.augment = spec.augment_default
     cfg.model.small_input = models.probe(cfg.model, spec.in_chans, cfg.data.input_size)
     return cfg, method
+
+
+def matched_sparsity(cfg: RunConfig) -> tuple[float, str]:
+    """The parameter pruning rate EDropout reached for the same arch, dataset and seed (the paper's protocol)."""
+    from benchmark.study import cell_dir
+
+    path = cell_dir(results_root(), "edropout", cfg.data.name, cfg.model.arch, cfg.seed) / "metrics.json"
+    try:
+        result = json.loads(path.read_text())
+        return float(result["param_pruning_rate"]), f"{path} ({result['config_hash']})"
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"--sparsity matched needs EDropout's result for {cfg.model.arch}/{cfg.data.name}/seed "
+                        f"{cfg.seed} at {path}: run that cell first (python -m benchmark run --method edropout "
+                        f"--out {path.parent})") from None
 
 
 def code_fingerprint(method: MethodSpec) -> str:
@@ -213,13 +291,16 @@ def run_cell(
         result: MethodResult = method.fn(ctx)
         train_seconds = time.perf_counter() - start
         final = result.model
+        measured = measure_model(final, bundle.in_chans, bundle.input_size, cfg.measure)
+        if cfg.method != "dense":
+            measured.update(compare_with_dense(cfg, bundle, measured))
         test = ctx.evaluate(final, "test")
         val = ctx.evaluate(final, "val") if len(bundle.val) else {"top1": float("nan")}
         metrics: dict[str, Any] = {
             "method": cfg.method, "arch": cfg.model.arch, "dataset": cfg.data.name, "seed": cfg.seed,
             "epochs": ctx.epochs_trained, "status": "finished",
             "top1": test["top1"], "top5": test["top5"], "test_loss": test["loss"], "val_top1": val["top1"],
-            **measure_model(final, bundle.in_chans, bundle.input_size, cfg.measure),
+            **measured,
             "train_seconds": train_seconds,
             **result.metrics,
             "split_sizes": bundle.sizes(), "split_hash": bundle.split.hash,

@@ -1,0 +1,84 @@
+"""Every registered method at one operating point, side by side on one (arch, dataset, seed).
+
+    python -m benchmark.compare --sparsity 0.5                 # ResNet-18 on digits, seed 0
+    python -m benchmark.compare --sparsity 0.5 --methods dense,l1_filter --arch resnet10t
+
+Cells are cached like the study's (config + code hash), so re-running only computes what changed.
+Prints a markdown table; timings are from this machine, each pruned network timed right after
+the unpruned one in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.config import RunConfig, set_value
+from benchmark.errors import UserError
+from benchmark.execution import run_cells
+from benchmark.methods import METHODS, discover
+from benchmark.runner import TrackingSettings, results_root
+
+
+def cells(methods: list[str], sparsity: float, arch: str, dataset: str, seed: int, epochs: int,
+          overrides: list[str]) -> list[tuple[RunConfig, Path]]:
+    from benchmark.config import parse_assignment
+
+    out = []
+    for method in methods:
+        cfg = RunConfig(method=method, seed=seed)
+        cfg.model.arch, cfg.data.name, cfg.train.epochs = arch, dataset, epochs
+        for text in overrides:
+            set_value(cfg, *parse_assignment(text))
+        if METHODS.get(method).granularity != "none" and method != "edropout":
+            cfg.method_args["sparsity"] = sparsity
+        out.append((cfg, results_root() / "compare" / f"s{sparsity:g}" / dataset / arch / f"seed{seed}" / method))
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| method | granularity | top-1 % | top-5 % | param pruning rate | MACs (M) | non-zero MACs (M) | "
+            "latency b1 (ms) | speedup b1 | speedup / MAC reduction | train (s) incl. dense |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        spec = METHODS.get(r["method"])
+        lines.append(
+            f"| {r['method']} | {spec.granularity} | {r['top1']:.2f} | {r['top5']:.2f} | "
+            f"{r.get('param_pruning_rate', 0.0):.3f} | {r['macs'] / 1e6:.2f} | {r['macs_nonzero'] / 1e6:.2f} | "
+            f"{r['latency_ms_b1']:.2f} | {r.get('latency_speedup_b1', 1.0):.2f} | "
+            f"{r.get('speedup_per_mac_reduction_b1', 1.0):.2f} | "
+            f"{r.get('total_train_seconds', r['train_seconds']):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--methods", default="all", help="comma-separated names, or 'all' (default)")
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--no-track", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        discover()
+        methods = METHODS.names() if args.methods == "all" else args.methods.split(",")
+        for name in methods:
+            METHODS.get(name)
+        rows = run_cells("compare", cells(methods, args.sparsity, args.arch, args.dataset, args.seed, args.epochs,
+                                           args.overrides), tracking=TrackingSettings(enabled=not args.no_track),
+                         save_model=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\n{args.arch} on {args.dataset}, seed {args.seed}, {args.epochs} epochs, target sparsity {args.sparsity}\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
