@@ -5,10 +5,11 @@ Convolutional Neural Networks Acceleration", CVPR 2019. In every layer, each fil
 the sum of its Euclidean distances to the layer's other filters; the filters with the smallest sum
 (closest to the geometric median, hence the most replaceable) go, the same fraction in every layer
 as in the paper (torch-pruning's FPGMImportance, local ranking; a channel group's score is the mean
-over its coupled layers, e.g. the convs of one residual stage, and the input slices they feed). The trained dense network is pruned once, physically
-shrunk and fine-tuned (the paper's "pruning from a pre-trained model" setting, without its soft,
-per-epoch re-pruning). Note: torch-pruning measures the distances between the filters' squared
-magnitudes |w|^2, not the signed weights as in the paper.
+over its coupled layers, e.g. the convs of one residual stage, and the input slices they feed).
+The trained dense network is pruned once, physically shrunk and fine-tuned (the paper's "pruning
+from a pre-trained model" setting, without its soft, per-epoch re-pruning). Note: torch-pruning
+measures the distances between the filters' squared magnitudes |w|^2, not between the signed
+weights as in the paper.
 """
 
 import torch_pruning as tp

@@ -35,6 +35,15 @@ def _cfg(method: str, **method_args) -> RunConfig:
     return cfg
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here: on two shared cores, two threads each wait on the other's core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One checkpoint store for the module: the dense network is trained once and shared."""
@@ -134,6 +143,35 @@ def test_slimming_penalty_shrinks_bn_scales():
     shrunk, free = float(_bn_scales(penalised).mean()), float(_bn_scales(plain).mean())
     # lr 0.05 * l1 0.01 per step, carried on by momentum 0.9: about 4.5e-3 less after 4 steps
     assert shrunk < free - 2e-3, (shrunk, free)
+
+
+@pytest.mark.parametrize("module", ["slimming", "taylor"])
+def test_keep_best_protects_the_top_of_every_group(module):
+    import importlib
+
+    keep_best = importlib.import_module(f"baselines.{module}").KeepBest
+    scores = keep_best(lambda group: torch.arange(40.0))(None)
+    assert torch.isinf(scores).sum() == 2 and torch.isinf(scores[-2:]).all()  # ceil(5% of 40)
+    assert torch.equal(scores[:-2], torch.arange(38.0))
+    assert keep_best(lambda group: None)(None) is None
+
+
+def test_global_ranking_cuts_a_weak_layer_instead_of_keeping_it_whole(dense):
+    from baselines.slimming import KeepBest, importance
+
+    model = copy.deepcopy(dense[1]).eval()
+    with torch.no_grad():
+        model.layer4[0].bn1.weight.mul_(1e-3)  # every channel of this layer is the least important
+    example = torch.zeros(1, 1, 8, 8)
+
+    def pruned_width(scorer) -> int:
+        target = copy.deepcopy(model)
+        tp.pruner.MetaPruner(target, example, importance=scorer, pruning_ratio=0.2, global_pruning=True,
+                             max_pruning_ratio=0.95, ignored_layers=[classifier_of(target)]).step()
+        return target.layer4[0].conv1.out_channels
+
+    assert pruned_width(KeepBest(importance())) == 26  # cut to the best 5% of 512
+    assert pruned_width(importance()) == 512  # torch-pruning alone skips the group: why KeepBest exists
 
 
 # -- taylor: scores from gradients -------------------------------------------------------------------------
