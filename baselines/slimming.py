@@ -13,7 +13,6 @@ sparsity training is this method's own training run.
 """
 
 import copy
-import math
 import time
 
 import torch
@@ -24,7 +23,7 @@ from benchmark.errors import UserError
 from benchmark.measure import count_params
 from benchmark.methods import MethodResult, register_method
 from benchmark.pruning import (
-    PruningArgs, apply_variant, args_checker, make_permanent, prune_structured, pruning_metrics,
+    KeepBest, PruningArgs, apply_variant, args_checker, make_permanent, prune_structured, pruning_metrics,
 )
 from benchmark.training import Hooks
 
@@ -44,24 +43,6 @@ def importance():
     return tp.importance.BNScaleImportance(group_reduction="max", normalizer=None)
 
 
-class KeepBest:
-    """`importance` with the best `keep` of every channel group marked never to be removed.
-
-    In global ranking torch-pruning skips a group whose channels all fall below the global
-    threshold (it cannot remove them all), so exactly the least important layers would be kept
-    whole. With the best 5% protected (prune_structured's max_pruning_ratio is 0.95), such a group
-    is cut down to those channels instead, as the global criterion asks."""
-
-    def __init__(self, importance, keep: float = 0.05):
-        self.importance, self.keep = importance, keep
-
-    def __call__(self, group):
-        scores = self.importance(group)
-        if scores is None:
-            return None
-        scores = scores.clone()
-        scores[torch.topk(scores, max(1, math.ceil(self.keep * len(scores)))).indices] = math.inf
-        return scores
 
 
 class BNL1Penalty(Hooks):

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from benchmark.errors import UserError
 from benchmark.methods import register_method
-from benchmark.pruning import (PruningArgs, apply_masks, args_checker, at_initialisation, masks_from_scores,
+from benchmark.pruning import (PruningArgs, positive_int, unit_zero_bn_scales, apply_masks, args_checker, at_initialisation, masks_from_scores,
                                prunable_weights, weights_to_remove)
 from benchmark.training import make_loader
 
@@ -30,20 +30,10 @@ _check = args_checker(batches=1)
 def check(method_args: dict) -> PruningArgs:
     """The common settings plus `batches`: how many mini-batches the gradient is summed over."""
     args = _check(method_args)
-    batches = args.extra["batches"]
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise UserError(f"bad value for 'method_args.batches': must be an integer >= 1, got {batches!r}")
+    positive_int(args, "batches")
     return args
 
 
-def unit_zero_bn_scales(model: nn.Module) -> nn.Module:
-    """Set BN scales that are entirely zero (timm's zero_init_last) to 1, in place."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None \
-                    and not torch.any(module.weight):
-                module.weight.fill_(1.0)
-    return model
 
 
 def snip_scores(model: nn.Module, batches) -> dict[nn.Module, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from benchmark.errors import UserError
 from benchmark.methods import register_method
-from benchmark.pruning import (PruningArgs, apply_masks, args_checker, at_initialisation, prunable_weights,
+from benchmark.pruning import (PruningArgs, positive_int, unit_zero_bn_scales, apply_masks, args_checker, at_initialisation, prunable_weights,
                                weights_to_remove)
 
 _check = args_checker(iterations=100)
@@ -33,20 +33,10 @@ PRECISIONS = (torch.float32, torch.float64)  # the flow grows with depth: float6
 def check(method_args: dict) -> PruningArgs:
     """The common settings plus `iterations`: the number of score-and-mask rounds."""
     args = _check(method_args)
-    iterations = args.extra["iterations"]
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise UserError(f"bad value for 'method_args.iterations': must be an integer >= 1, got {iterations!r}")
+    positive_int(args, "iterations")
     return args
 
 
-def unit_zero_bn_scales(model: nn.Module) -> nn.Module:
-    """Set BN scales that are entirely zero (timm's zero_init_last) to 1, in place."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None \
-                    and not torch.any(module.weight):
-                module.weight.fill_(1.0)
-    return model
 
 
 def linearised(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:

@@ -12,15 +12,12 @@ scoring (the paper averages the per-batch squared scores).
 """
 
 import itertools
-import math
 
-import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from benchmark.errors import UserError
 from benchmark.methods import register_method
-from benchmark.pruning import PruningArgs, args_checker, post_training, prune_structured
+from benchmark.pruning import KeepBest, PruningArgs, args_checker, positive_int, post_training, prune_structured
 from benchmark.training import make_loader
 
 _check = args_checker(batches=4)
@@ -29,9 +26,7 @@ _check = args_checker(batches=4)
 def check(method_args: dict) -> PruningArgs:
     """The common pruning settings plus `batches`, the training mini-batches the gradient is taken on."""
     args = _check(method_args)
-    batches = args.extra["batches"]
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise UserError(f"bad value for 'method_args.batches': must be an integer >= 1, got {batches!r}")
+    positive_int(args, "batches")
     return args
 
 
@@ -39,24 +34,6 @@ def importance():
     return tp.importance.TaylorImportance(group_reduction="mean", normalizer=None, multivariable=True)
 
 
-class KeepBest:
-    """`importance` with the best `keep` of every channel group marked never to be removed.
-
-    In global ranking torch-pruning skips a group whose channels all fall below the global
-    threshold (it cannot remove them all), so exactly the least important layers would be kept
-    whole. With the best 5% protected (prune_structured's max_pruning_ratio is 0.95), such a group
-    is cut down to those channels instead, as the global criterion asks."""
-
-    def __init__(self, importance, keep: float = 0.05):
-        self.importance, self.keep = importance, keep
-
-    def __call__(self, group):
-        scores = self.importance(group)
-        if scores is None:
-            return None
-        scores = scores.clone()
-        scores[torch.topk(scores, max(1, math.ceil(self.keep * len(scores)))).indices] = math.inf
-        return scores
 
 
 def gradient_pass(dataset, batches: int, batch_size: int, seed: int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -20,6 +21,7 @@ import torch_pruning as tp
 
 from benchmark.errors import UserError
 from benchmark.measure import count_params
+from benchmark.methods import MethodResult
 from edropout.units import classifier_of, find_units, shrink
 
 VARIANTS = ("none", "shuffled", "reinit")
@@ -202,6 +204,48 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+class KeepBest:
+    """`importance` with the best `keep` of every channel group marked never to be removed.
+
+    In global ranking torch-pruning skips a group whose channels all fall below the global
+    threshold (it cannot remove them all), so exactly the least important layers would be kept
+    whole. With the best 5% protected (prune_structured's max_pruning_ratio is 0.95), such a group
+    is cut down to those channels instead, as the global criterion asks."""
+
+    def __init__(self, importance, keep: float = 0.05):
+        self.importance, self.keep = importance, keep
+
+    def __call__(self, group):
+        scores = self.importance(group)
+        if scores is None:
+            return None
+        scores = scores.clone()
+        scores[torch.topk(scores, max(1, math.ceil(self.keep * len(scores)))).indices] = math.inf
+        return scores
+
+
+def unit_zero_bn_scales(model: nn.Module) -> nn.Module:
+    """Set BN scales that are entirely zero (timm's zero_init_last) to 1, in place.
+
+    At initialisation such a scale makes every gradient inside the residual branch zero, which
+    would leave gradient-based scores (SNIP, SynFlow) nothing to rank; the papers' networks start at 1.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None \
+                    and not torch.any(module.weight):
+                module.weight.fill_(1.0)
+    return model
+
+
+def positive_int(args: PruningArgs, name: str) -> int:
+    """A method-specific setting that must be an integer >= 1 (checked before anything runs)."""
+    value = args.extra[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"bad value for 'method_args.{name}': must be an integer >= 1, got {value!r}")
+    return value
+
+
 # -- unstructured pruning -------------------------------------------------------------------------------
 
 
@@ -308,12 +352,8 @@ def pruning_metrics(ctx, args: PruningArgs, dense_params: int, final: nn.Module,
     }
 
 
-def post_training(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]) -> "MethodResult":
+def post_training(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]) -> MethodResult:
     """Han et al.'s protocol: the shared dense network, pruned once, then fine-tuned for the budget."""
-    import time
-
-    from benchmark.methods import MethodResult
-
     model = ctx.dense_start()
     ctx.epochs_trained = 0  # the dense epochs are counted in dense_epochs
     dense = copy.deepcopy(model)
@@ -331,12 +371,8 @@ def post_training(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.
         total_train_seconds=ctx.dense_seconds + prune_seconds + finetune_seconds))
 
 
-def at_initialisation(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]) -> "MethodResult":
+def at_initialisation(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]) -> MethodResult:
     """Prune the freshly initialised network, then train it for the full budget (SNIP, SynFlow)."""
-    import time
-
-    from benchmark.methods import MethodResult
-
     model = ctx.model
     dense = copy.deepcopy(model)
     dense_params = count_params(dense)["params"]
