@@ -12,7 +12,6 @@ rank it by the zero-initialised last BN of each timm block). The dense checkpoin
 sparsity training is this method's own training run.
 """
 
-import copy
 import time
 
 import torch
@@ -20,11 +19,8 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from benchmark.errors import UserError
-from benchmark.measure import count_params
-from benchmark.methods import MethodResult, register_method
-from benchmark.pruning import (
-    KeepBest, PruningArgs, apply_variant, args_checker, make_permanent, prune_structured, pruning_metrics,
-)
+from benchmark.methods import register_method
+from benchmark.pruning import KeepBest, PruningArgs, args_checker, prune_and_train, prune_structured
 from benchmark.training import Hooks
 
 _check = args_checker(l1=1e-4)
@@ -67,17 +63,7 @@ def slimming(ctx):
     start = time.perf_counter()
     ctx.train(model, hooks=[BNL1Penalty(float(args.extra["l1"]))], desc="sparsity")
     sparsity_seconds = time.perf_counter() - start
-    dense = copy.deepcopy(model)
-    dense_params = count_params(dense)["params"]
-    start = time.perf_counter()
-    prune_structured(model, ctx.example_inputs(), KeepBest(importance()), args.sparsity, global_pruning=True,
-                     round_to=args.round_to)
-    prune_seconds = time.perf_counter() - start
-    model = apply_variant(ctx, args, "structured", dense, model)
-    start = time.perf_counter()
-    ctx.train(model, epochs=args.finetune(ctx.cfg.train.epochs), desc="finetune")
-    finetune_seconds = time.perf_counter() - start
-    make_permanent(model)
-    return MethodResult(model, pruning_metrics(
-        ctx, args, dense_params, model, sparsity_train_seconds=sparsity_seconds, prune_seconds=prune_seconds,
-        finetune_seconds=finetune_seconds, total_train_seconds=sparsity_seconds + prune_seconds + finetune_seconds))
+    prune = lambda m: prune_structured(m, ctx.example_inputs(), KeepBest(importance()), args.sparsity,  # noqa: E731
+                                       global_pruning=True, round_to=args.round_to)
+    return prune_and_train(ctx, args, "structured", model, prune, args.finetune(ctx.cfg.train.epochs), "finetune",
+                           seconds_before=sparsity_seconds, sparsity_train_seconds=sparsity_seconds)

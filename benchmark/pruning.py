@@ -352,37 +352,33 @@ def pruning_metrics(ctx, args: PruningArgs, dense_params: int, final: nn.Module,
     }
 
 
+def prune_and_train(ctx, args: PruningArgs, granularity: str, model: nn.Module, prune: Callable[[nn.Module], None],
+                    epochs: int | None, desc: str, seconds_before: float = 0.0, **extra: Any) -> MethodResult:
+    """The tail every protocol shares: prune `model` (timed), apply the sanity variant, train it for
+    `epochs` (None: the cell's budget) with the zeros held, fold the masks in, and report."""
+    dense = copy.deepcopy(model)
+    dense_params = count_params(dense)["params"]
+    start = time.perf_counter()
+    prune(model)
+    prune_seconds = time.perf_counter() - start
+    model = apply_variant(ctx, args, granularity, dense, model)
+    start = time.perf_counter()
+    ctx.train(model, epochs=epochs, desc=desc)
+    train_seconds = time.perf_counter() - start
+    make_permanent(model)
+    return MethodResult(model, pruning_metrics(
+        ctx, args, dense_params, model, prune_seconds=prune_seconds, **{f"{desc}_seconds": train_seconds},
+        total_train_seconds=seconds_before + prune_seconds + train_seconds, **extra))
+
+
 def post_training(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]) -> MethodResult:
     """Han et al.'s protocol: the shared dense network, pruned once, then fine-tuned for the budget."""
     model = ctx.dense_start()
     ctx.epochs_trained = 0  # the dense epochs are counted in dense_epochs
-    dense = copy.deepcopy(model)
-    dense_params = count_params(dense)["params"]
-    start = time.perf_counter()
-    prune(model)
-    prune_seconds = time.perf_counter() - start
-    model = apply_variant(ctx, args, granularity, dense, model)
-    start = time.perf_counter()
-    ctx.train(model, epochs=args.finetune(ctx.cfg.train.epochs), desc="finetune")
-    finetune_seconds = time.perf_counter() - start
-    make_permanent(model)
-    return MethodResult(model, pruning_metrics(
-        ctx, args, dense_params, model, prune_seconds=prune_seconds, finetune_seconds=finetune_seconds,
-        total_train_seconds=ctx.dense_seconds + prune_seconds + finetune_seconds))
+    return prune_and_train(ctx, args, granularity, model, prune, args.finetune(ctx.cfg.train.epochs), "finetune",
+                           seconds_before=ctx.dense_seconds)
 
 
 def at_initialisation(ctx, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]) -> MethodResult:
     """Prune the freshly initialised network, then train it for the full budget (SNIP, SynFlow)."""
-    model = ctx.model
-    dense = copy.deepcopy(model)
-    dense_params = count_params(dense)["params"]
-    start = time.perf_counter()
-    prune(model)
-    prune_seconds = time.perf_counter() - start
-    model = apply_variant(ctx, args, granularity, dense, model)
-    start = time.perf_counter()
-    ctx.train(model)
-    train_seconds = time.perf_counter() - start
-    make_permanent(model)
-    return MethodResult(model, pruning_metrics(ctx, args, dense_params, model, prune_seconds=prune_seconds,
-                                               total_train_seconds=prune_seconds + train_seconds))
+    return prune_and_train(ctx, args, granularity, ctx.model, prune, None, "sparse_train")
