@@ -8,7 +8,7 @@ from benchmark.runner import TrackingSettings, run_cell
 
 discover()
 PRUNING = [name for name in METHODS.names() if METHODS.get(name).granularity != "none" and name != "edropout"]
-FAST = {"synflow": {"iterations": 10}, "imp": {"rounds": 1}, "taylor": {"batches": 1}}
+FAST = {"synflow": {"iterations": 10}, "imp": {"rounds": 1}, "taylor": {"batches": 1}, "thinet": {"samples": 200, "batches": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -36,5 +36,5 @@ def test_method_reaches_the_target_rate_within_one_point(method, sparsity, store
 
 def test_the_registry_has_the_published_baselines():
     expected = {"dense", "random_structured", "random_unstructured", "global_magnitude", "layer_magnitude",
-                "l1_filter", "slimming", "taylor", "snip", "synflow", "lamp", "fpgm", "imp", "edropout"}
+                "l1_filter", "slimming", "taylor", "snip", "synflow", "lamp", "fpgm", "imp", "thinet", "edropout"}
     assert expected <= set(METHODS.names())
