@@ -12,11 +12,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install study test ui clean help
+.PHONY: install browser study test ui clean help
 
 help:
 	@echo "make study [PROFILE=name]  run the study (dvc repro) on the offline default dataset"
 	@echo "make test                   run the whole test suite"
+	@echo "make browser                install Chromium for the report's browser test (apt-get)"
 	@echo "make ui                     browse runs in the MLflow UI (http://127.0.0.1:5000)"
 
 install: $(STAMP)
@@ -37,11 +38,28 @@ study: install
 	fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: install
+# Headless Chromium + its driver for tests/test_report_browser.py (skipped while /usr/bin/chromium is absent).
+# Without apt-get, or when it fails, this says so and `make test` goes on.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make browser: apt-get is not available; install Chromium and chromedriver (/usr/bin/chromium," \
+		     "/usr/bin/chromedriver) yourself, or tests/test_report_browser.py is skipped"; \
+	else \
+		echo "installing chromium + chromium-driver with apt-get (for the report's browser test)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && \
+		     $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } \
+		|| echo "make browser: apt-get could not install chromium chromium-driver; tests/test_report_browser.py" \
+		        "is skipped"; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
 
 clean:
-	rm -rf results data/prepared reports/results.md .pytest_cache
+	rm -rf results data/prepared reports/results.csv reports/report.md reports/report.html reports/figures reports/plots reports/metrics.json .pytest_cache

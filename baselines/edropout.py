@@ -74,4 +74,12 @@ def edropout(ctx) -> MethodResult:
         "generations": len(history),
         "converged_epoch": ctrl.converged_epoch,
         "converged_step": ctrl.converged_step,
+        # the search dynamics, one point per generation (the report plots them)
+        "search_curve": {
+            "step": [g.step for g in history],
+            "best_energy": [g.best_energy for g in history],
+            "mean_energy": [g.mean_energy for g in history],
+            "kept_fraction": [g.kept_fraction for g in history],
+            "diversity": [g.diversity for g in history],
+        },
     })

@@ -11,18 +11,19 @@ the unpruned one in the same process.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from pathlib import Path
 
 from benchmark.config import RunConfig, set_value
 from benchmark.errors import UserError
-from benchmark.execution import run_cells
+from benchmark.execution import run_study
 from benchmark.methods import METHODS, discover
 from benchmark.runner import TrackingSettings, results_root
+from benchmark.study import Cell, ExecutorSettings, takes_operating_point
 
 
 def cells(methods: list[str], sparsity: float, arch: str, dataset: str, seed: int, epochs: int,
-          overrides: list[str]) -> list[tuple[RunConfig, Path]]:
+          overrides: list[str]) -> list[Cell]:
     from benchmark.config import parse_assignment
 
     out = []
@@ -31,9 +32,11 @@ def cells(methods: list[str], sparsity: float, arch: str, dataset: str, seed: in
         cfg.model.arch, cfg.data.name, cfg.train.epochs = arch, dataset, epochs
         for text in overrides:
             set_value(cfg, *parse_assignment(text))
-        if METHODS.get(method).granularity != "none" and method != "edropout":
-            cfg.method_args["sparsity"] = sparsity
-        out.append((cfg, results_root() / "compare" / f"s{sparsity:g}" / dataset / arch / f"seed{seed}" / method))
+        point = cfg.method
+        if takes_operating_point(method):
+            cfg.method_args["sparsity"], point = sparsity, f"{sparsity:g}"
+        out.append(Cell(cfg, results_root() / "compare" / f"s{sparsity:g}" / dataset / arch / f"seed{seed}" / method,
+                        point))
     return out
 
 
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workers", type=int, default=None, help="parallel cells (default: one per core)")
     parser.add_argument("--no-track", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -69,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         methods = METHODS.names() if args.methods == "all" else args.methods.split(",")
         for name in methods:
             METHODS.get(name)
-        rows = run_cells("compare", cells(methods, args.sparsity, args.arch, args.dataset, args.seed, args.epochs,
-                                           args.overrides), tracking=TrackingSettings(enabled=not args.no_track),
-                         save_model=False)
+        todo = cells(methods, args.sparsity, args.arch, args.dataset, args.seed, args.epochs, args.overrides)
+        if args.workers is not None and args.workers < 1:
+            raise UserError(f"--workers must be >= 1, got {args.workers}")
+        run_study("compare", todo, ExecutorSettings(workers=args.workers),
+                  tracking=TrackingSettings(enabled=not args.no_track), study_name="compare")
+        rows = [json.loads((c.out / "metrics.json").read_text()) for c in todo if (c.out / "metrics.json").is_file()]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -61,8 +61,15 @@ def resolve_small_input(cfg: ModelConfig, input_size: int, model: nn.Module) -> 
 def probe(cfg: ModelConfig, in_chans: int, input_size: int) -> bool:
     """Check that `cfg.arch` exists and runs at `input_size`; return the resolved `small_input`.
 
-    The model is built and run on the meta device: shapes only, no memory, a fraction of a second.
+    The model is built and run on the meta device: shapes only, no memory, a fraction of a second
+    (remembered per arch and shape, so checking a study of hundreds of cells stays quick).
     """
+    return _probe(cfg.arch, cfg.small_input, in_chans, input_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(arch: str, small_input: bool | None, in_chans: int, input_size: int) -> bool:
+    cfg = ModelConfig(arch=arch, small_input=small_input)
     check_arch(cfg.arch)
     with torch.device("meta"):
         model = timm.create_model(cfg.arch, pretrained=False, num_classes=2, in_chans=in_chans)

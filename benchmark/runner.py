@@ -7,6 +7,7 @@ before anything is written, so bad input leaves neither a metrics.json nor a run
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -210,7 +211,7 @@ def matched_sparsity(cfg: RunConfig) -> tuple[float, str]:
     """The parameter pruning rate EDropout reached for the same arch, dataset and seed (the paper's protocol)."""
     from benchmark.study import cell_dir
 
-    path = cell_dir(results_root(), "edropout", cfg.data.name, cfg.model.arch, cfg.seed) / "metrics.json"
+    path = cell_dir(results_root(), "cells", cfg.data.name, cfg.model.arch, cfg.seed) / "edropout" / "metrics.json"
     try:
         result = json.loads(path.read_text())
         return float(result["param_pruning_rate"]), f"{path} ({result['config_hash']})"
@@ -220,15 +221,27 @@ def matched_sparsity(cfg: RunConfig) -> tuple[float, str]:
                         f"--out {path.parent})") from None
 
 
+# Harness modules that schedule, collect or present cells but cannot change a cell's result:
+# editing them must not invalidate finished cells.
+NOT_CELL_CODE = {"__main__.py", "cli.py", "compare.py", "speed.py", "scaling.py", "study.py", "execution.py",
+                 "aggregate.py", "report.py", "stats.py", "figures.py", "claims.py"}
+
+
 def code_fingerprint(method: MethodSpec) -> str:
     """Hash of the harness, the EDropout library and the method's own file.
 
     A cached cell counts as done only if both its config and the code that produced it are unchanged.
     """
+    return _fingerprint(method.source)
+
+
+@functools.lru_cache(maxsize=None)
+def _fingerprint(source: str) -> str:
     h = hashlib.sha256()
-    files = sorted((PROJECT_ROOT / "benchmark").rglob("*.py")) + sorted((PROJECT_ROOT / "edropout").rglob("*.py"))
-    if Path(method.source).is_file():
-        files.append(Path(method.source))
+    harness = [p for p in sorted((PROJECT_ROOT / "benchmark").rglob("*.py")) if p.name not in NOT_CELL_CODE]
+    files = harness + sorted((PROJECT_ROOT / "edropout").rglob("*.py"))
+    if Path(source).is_file():
+        files.append(Path(source))
     for path in files:
         h.update(path.name.encode())
         h.update(path.read_bytes())

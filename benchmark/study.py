@@ -12,7 +12,21 @@ from benchmark.config import RunConfig, set_value, validate
 from benchmark.errors import UserError, unknown_choice
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROFILE_KEYS = {"datasets", "archs", "seeds", "epochs", "set", "methods"}
+PROFILE_KEYS = {"datasets", "archs", "methods", "operating_points", "seeds", "epochs", "finetune_epochs",
+                "method_args", "set", "executor"}
+EXECUTOR_KEYS = {"backend", "workers", "threads_per_worker", "cpus_per_cell", "gpus_per_cell"}
+BACKENDS = ("local", "serial", "ray")
+
+
+@dataclass
+class ExecutorSettings:
+    """How cells are run: `local` (a process pool on this machine), `serial` (in this process), `ray`."""
+
+    backend: str = "local"
+    workers: int | None = None  # local: parallel cells; None = one per CPU core
+    threads_per_worker: int | None = None  # torch threads per cell; None = cores // workers (>= 1)
+    cpus_per_cell: float = 1.0  # ray: CPUs requested per cell
+    gpus_per_cell: float = 0.0  # ray: GPUs requested per cell
 
 
 @dataclass
@@ -23,12 +37,18 @@ class Profile:
     seeds: list[int]
     epochs: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["dense"])
+    operating_points: list[float | str] = field(default_factory=lambda: [0.5])
+    finetune_epochs: int | None = None
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     def config(self, method: str, dataset: str, arch: str, seed: int) -> RunConfig:
         cfg = RunConfig(method=method, seed=seed)
         cfg.data.name, cfg.model.arch, cfg.train.epochs = dataset, arch, self.epochs
         for key, value in self.overrides.items():
             set_value(cfg, key, value)
+        cfg.method_args.update(self.method_args.get(method, {}))
         return cfg
 
 
@@ -84,6 +104,14 @@ def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
     )
     if not isinstance(profile.overrides, dict):
         raise UserError(f"params.yaml: profiles.{name}.set must be a mapping of config keys")
+    profile.methods = _methods(name, raw.get("methods", "all"))
+    profile.operating_points = _operating_points(name, raw.get("operating_points", [0.5]), profile.methods)
+    finetune = raw.get("finetune_epochs")
+    if finetune is not None and (not isinstance(finetune, int) or isinstance(finetune, bool) or finetune < 0):
+        raise UserError(f"params.yaml: profiles.{name}.finetune_epochs must be an integer >= 0, got {finetune!r}")
+    profile.finetune_epochs = finetune
+    profile.method_args = _method_args(name, raw.get("method_args") or {}, profile.methods)
+    profile.executor = _executor(name, raw.get("executor") or {})
     for dataset in profile.datasets:
         data.get_spec(dataset)
     for arch in profile.archs:
@@ -95,6 +123,85 @@ def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
     except UserError as exc:
         raise UserError(f"params.yaml: profiles.{name}: {exc}") from None
     return profile
+
+
+def _methods(profile: str, value: Any) -> list[str]:
+    from benchmark.methods import METHODS, discover
+
+    discover()
+    if value == "all":
+        return METHODS.names()
+    for method in _list(profile, "methods", value, str):
+        if method not in METHODS:
+            raise UserError(f"params.yaml: profiles.{profile}.methods: {unknown_choice('method', method, METHODS.names())}")
+    return list(value)
+
+
+def _operating_points(profile: str, value: Any, methods: list[str]) -> list[float | str]:
+    key = f"params.yaml: profiles.{profile}.operating_points"
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{key} must be a non-empty list of rates in [0, 1) and/or 'matched', got {value!r}")
+    for point in value:
+        if point == "matched":
+            if "edropout" not in methods:
+                raise UserError(f"{key}: 'matched' uses EDropout's rate, so 'edropout' must be in profiles.{profile}.methods")
+        elif isinstance(point, bool) or not isinstance(point, (int, float)) or not 0 <= point < 1:
+            raise UserError(f"{key}: {point!r} is not a rate in [0, 1) or 'matched'")
+    if len(set(map(str, value))) != len(value):
+        raise UserError(f"{key} lists a value twice: {value!r}")
+    return list(value)
+
+
+def _method_args(profile: str, value: Any, methods: list[str]) -> dict[str, dict[str, Any]]:
+    from benchmark.methods import get_method
+
+    key = f"params.yaml: profiles.{profile}.method_args"
+    if not isinstance(value, dict):
+        raise UserError(f"{key} must map method names to their settings, got {value!r}")
+    for method, args in value.items():
+        if method not in methods:
+            raise UserError(f"{key}: {method!r} is not in profiles.{profile}.methods ({', '.join(methods)})")
+        if not isinstance(args, dict):
+            raise UserError(f"{key}.{method} must be a mapping of settings, got {args!r}")
+        if "sparsity" in args:
+            raise UserError(f"{key}.{method}.sparsity: set rates with profiles.{profile}.operating_points")
+        try:
+            get_method(method).validate_args(dict(args))
+        except UserError as exc:
+            raise UserError(f"{key}.{method}: {exc}") from None
+    return value
+
+
+def _executor(profile: str, value: Any) -> ExecutorSettings:
+    key = f"params.yaml: profiles.{profile}.executor"
+    if not isinstance(value, dict):
+        raise UserError(f"{key} must be a mapping ({', '.join(sorted(EXECUTOR_KEYS))}), got {value!r}")
+    unknown = set(value) - EXECUTOR_KEYS
+    if unknown:
+        raise UserError(f"{key}: {unknown_choice('setting', sorted(unknown)[0], EXECUTOR_KEYS)}")
+    settings = ExecutorSettings(**value)
+    if settings.backend not in BACKENDS:
+        raise UserError(f"{key}.backend: {unknown_choice('backend', settings.backend, BACKENDS)}")
+    for name in ("workers", "threads_per_worker"):
+        n = getattr(settings, name)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise UserError(f"{key}.{name} must be a positive integer, got {n!r}")
+    for name in ("cpus_per_cell", "gpus_per_cell"):
+        n = getattr(settings, name)
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0:
+            raise UserError(f"{key}.{name} must be a number >= 0, got {n!r}")
+    return settings
+
+
+def takes_operating_point(method: str) -> bool:
+    """Whether the method prunes to a target rate (`method_args.sparsity`); EDropout and dense do not."""
+    from benchmark.methods import get_method
+
+    try:
+        get_method(method).validate_args({"sparsity": 0.5})
+    except UserError:
+        return False
+    return True
 
 
 def set_active_profile(path: Path, name: str) -> None:
@@ -115,9 +222,55 @@ def cell_dir(results: Path, stage: str, dataset: str, arch: str, seed: int) -> P
     return Path(results) / stage / dataset / arch / f"seed{seed}"
 
 
-def dense_cells(profile: Profile, results: Path) -> list[tuple[RunConfig, Path]]:
+@dataclass
+class Cell:
+    """One unit of work: a config, the folder its result goes to, and the cell it needs first."""
+
+    config: RunConfig
+    out: Path
+    operating_point: str  # 'dense', the method's own rate ('edropout'), a rate like '0.5', or 'matched'
+    after: Path | None = None  # result folder this cell reads before it can start (EDropout's, for 'matched')
+
+    @property
+    def label(self) -> str:
+        cfg = self.config
+        point = "" if self.operating_point in (cfg.method, "dense") else f" @{self.operating_point}"
+        return f"{cfg.method} {cfg.data.name}/{cfg.model.arch} seed{cfg.seed}{point}"
+
+
+def dense_cells(profile: Profile, results: Path) -> list[Cell]:
     """The dense reference cells of a profile: one per (dataset, arch, seed)."""
     return [
-        (profile.config("dense", dataset, arch, seed), cell_dir(results, "dense", dataset, arch, seed))
+        Cell(profile.config("dense", dataset, arch, seed), cell_dir(results, "dense", dataset, arch, seed), "dense")
         for dataset in profile.datasets for arch in profile.archs for seed in profile.seeds
     ]
+
+
+def method_cells(profile: Profile, results: Path) -> list[Cell]:
+    """Every pruning cell of a profile: method x dataset x arch x seed x operating point.
+
+    Results go to results/cells/<dataset>/<arch>/seed<k>/<method>[/<point>]. Methods that prune to a
+    target rate get one cell per operating point; the others (EDropout) one cell at their own rate.
+    A 'matched' cell waits for the EDropout cell of the same dataset, arch and seed.
+    """
+    cells = []
+    for dataset in profile.datasets:
+        for arch in profile.archs:
+            for seed in profile.seeds:
+                base = cell_dir(results, "cells", dataset, arch, seed)
+                for method in profile.methods:
+                    if method == "dense":
+                        continue
+                    if not takes_operating_point(method):
+                        cells.append(Cell(profile.config(method, dataset, arch, seed), base / method, method))
+                        continue
+                    for point in profile.operating_points:
+                        cfg = profile.config(method, dataset, arch, seed)
+                        cfg.method_args["sparsity"] = point
+                        if profile.finetune_epochs is not None and "finetune_epochs" not in cfg.method_args:
+                            cfg.method_args["finetune_epochs"] = profile.finetune_epochs
+                        folder = "matched" if point == "matched" else f"s{point:g}"
+                        after = base / "edropout" if point == "matched" else None
+                        cells.append(Cell(cfg, base / method / folder,
+                                          "matched" if point == "matched" else f"{point:g}", after))
+    return cells

@@ -25,6 +25,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Set by study workers: several cells share one terminal, so no per-batch bars, and every
+# per-epoch line names its cell.
+BARS = True
+LOG_PREFIX = ""
+
+
 class Hooks:
     """Where a pruning method acts on training. Override what you need; every method is a no-op."""
 
@@ -111,8 +117,8 @@ def train(
         start = time.perf_counter()
         model.train()
         loss_sum = correct = seen = 0.0
-        bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", leave=False, 
-                   disable=None if progress else True, file=sys.stderr)  # None: no bar when not a TTY
+        bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", leave=False,
+                   disable=None if progress and BARS else True, file=sys.stderr)  # None: no bar when not a TTY
         for x, y in bar:
             for hook in hooks:
                 hook.before_step(model, x, y)
@@ -147,7 +153,7 @@ def train(
                            time.perf_counter() - start)
         history.append(stats)
         if progress:
-            print(f"{desc} epoch {epoch}/{epochs}: loss {stats.loss:.4f} train {stats.train_top1:.2f}% "
+            print(f"{LOG_PREFIX}{desc} epoch {epoch}/{epochs}: loss {stats.loss:.4f} train {stats.train_top1:.2f}% "
                   f"val {stats.val_top1:.2f}% ({stats.seconds:.1f}s)", file=sys.stderr)
         if on_epoch is not None:
             on_epoch(stats, extra)

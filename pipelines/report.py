@@ -1,19 +1,21 @@
-"""Stage `report`: the results table of the active profile, reports/results.md."""
+"""Stage `report`: reports/results.csv -> reports/report.md, report.html, figures/, metrics.json, plots/."""
 
 from __future__ import annotations
 
-from benchmark.report import collect, write_results_md
-from benchmark.study import PROJECT_ROOT, dense_cells, get_profile, load_params
+from benchmark.report import build_report
+from benchmark.study import PROJECT_ROOT, get_profile, load_params
 from pipelines._main import stage_main
 
 
 def main(argv: list[str]) -> None:
     profile = get_profile(load_params())
-    paths = [out / "metrics.json" for _, out in dense_cells(profile, PROJECT_ROOT / "results")]
-    rows, missing = collect(paths)
-    out = PROJECT_ROOT / "reports" / "results.md"
-    write_results_md(rows, missing, out, f"Results: profile '{profile.name}'")
-    print(f"wrote {out.relative_to(PROJECT_ROOT)} ({len(rows)} cells, {len(missing)} missing)")
+    reports = PROJECT_ROOT / "reports"
+    title = f"EDropout reproduction report: profile '{profile.name}'"
+    summary = build_report(reports / "results.csv", reports, title, root=PROJECT_ROOT)
+    claims = ", ".join(f"{n} {verdict}" for verdict, n in summary.claims.items())
+    print(f"wrote reports/report.md and report.html ({summary.finished} finished, {summary.failed} failed, "
+          f"{summary.missing} missing cells; claims: {claims}; checklist {summary.checklist_met}/"
+          f"{summary.checklist_items} met; {len(summary.figures)} figures)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,49 @@ def mlflow_runs(uri: str, experiment: str = "pruning-benchmark") -> list:
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    """The tracked project files in a fresh git repository: what a new clone has (no results, no MLflow db)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    dest = tmp_path / "repo"
+    for name in files:
+        if name.startswith(("results/", "data/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "fresh clone"]):
+        subprocess.run(git + args, cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "PYTHONPATH": str(repo)}
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, capture_output=True,
+                          text=True, env=env, timeout=900)
+
+
+def crashing_method(folder: Path, train_first: bool = False) -> str:
+    """Write and register a plugin whose method raises 'pruning step diverged'; returns its name."""
+    import textwrap
+    import uuid
+
+    from benchmark.methods import discover
+
+    name = f"explodes_{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(f"""
+        from benchmark.methods import register_method
+
+        @register_method("{name}", citation="test", granularity="structured", schedule="during_training")
+        def method(ctx):
+            if {train_first}:
+                ctx.train(ctx.model, epochs=1)
+            raise RuntimeError("pruning step diverged")
+    """))
+    discover([folder])
+    return name

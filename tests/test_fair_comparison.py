@@ -148,7 +148,7 @@ def test_structured_pruning_that_cannot_reach_the_rate_is_a_user_error():
 
 
 def _fake_edropout_result(results, rate=0.42) -> str:
-    folder = cell_dir(results, "edropout", "digits", "resnet18", 0)
+    folder = cell_dir(results, "cells", "digits", "resnet18", 0) / "edropout"
     folder.mkdir(parents=True)
     path = folder / "metrics.json"
     path.write_text(json.dumps({"method": "edropout", "param_pruning_rate": rate, "config_hash": "feedbeef12345678",
@@ -175,7 +175,7 @@ def test_matched_sparsity_without_edropout_result_is_one_line_exit_2(tmp_path, m
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    missing = cell_dir(tmp_path / "results", "edropout", "digits", "resnet18", 0) / "metrics.json"
+    missing = cell_dir(tmp_path / "results", "cells", "digits", "resnet18", 0) / "edropout" / "metrics.json"
     assert str(missing) in lines[0] and "--method edropout" in lines[0]
     assert not out.exists() or not (out / "metrics.json").exists()
     assert mlflow_runs(mlflow_uri) == []

@@ -1,5 +1,7 @@
 """params.yaml profiles, the DVC pipeline in a copy of the repo, and the results table."""
 
+import json
+import re
 import os
 import shutil
 import subprocess
@@ -7,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.report import results_table
 from benchmark.study import get_profile, load_params, set_active_profile
-from tests.conftest import ROOT, mlflow_runs
+from tests.conftest import ROOT, dvc, mlflow_runs
 
 
 def test_the_shipped_profiles_are_valid():
@@ -39,10 +41,39 @@ def _params(**profile):
     ({"set": {"train.lrr": 1}}, "unknown config key 'train.lrr'"),
     ({"set": {"train.batch_size": 0}}, "train.batch_size"),
     ({"epoch": 3}, "unknown key in profiles.p 'epoch'"),
+    ({"methods": ["l1_filtre"]}, "profiles.p.methods: unknown method 'l1_filtre'; did you mean: l1_filter"),
+    ({"methods": []}, "profiles.p.methods must be a non-empty list"),
+    ({"operating_points": [1.5]}, "profiles.p.operating_points: 1.5 is not a rate in [0, 1) or 'matched'"),
+    ({"methods": ["l1_filter"], "operating_points": ["matched"]}, "'edropout' must be in profiles.p.methods"),
+    ({"methods": ["l1_filter"], "method_args": {"snip": {}}}, "method_args: 'snip' is not in profiles.p.methods"),
+    ({"method_args": {"edropout": {"kappa": -1}}}, "profiles.p.method_args.edropout: bad method_args"),
+    ({"method_args": {"l1_filter": {"sparsity": 0.3}}}, "set rates with profiles.p.operating_points"),
+    ({"finetune_epochs": -1}, "profiles.p.finetune_epochs must be an integer >= 0, got -1"),
+    ({"executor": {"backend": "dask"}}, "executor.backend: unknown backend 'dask'"),
+    ({"executor": {"workers": 0}}, "executor.workers must be a positive integer, got 0"),
+    ({"executor": {"gpus": 1}}, "unknown setting 'gpus'"),
 ])
 def test_invalid_profiles_are_rejected_with_key_and_reason(change, message):
-    with pytest.raises(UserError, match=message.replace("[", "\\[").replace("]", "\\]")):
+    with pytest.raises(UserError, match=re.escape(message)):
         get_profile(_params(**change))
+
+
+def test_a_profile_expands_to_every_method_rate_and_seed(tmp_path):
+    from benchmark.study import dense_cells, method_cells
+
+    profile = get_profile(_params(seeds=[0, 1], methods=["dense", "edropout", "l1_filter", "snip"],
+                                  operating_points=[0.5, "matched"], finetune_epochs=2,
+                                  method_args={"l1_filter": {"round_to": 4}}))
+    assert len(dense_cells(profile, tmp_path)) == 2
+    cells = method_cells(profile, tmp_path)
+    labels = sorted(c.label for c in cells)
+    assert len(cells) == 2 * (1 + 2 * 2)  # edropout at its own rate; two methods x two points
+    assert "l1_filter digits/resnet18 seed1 @matched" in labels and "edropout digits/resnet18 seed0" in labels
+    l1 = next(c for c in cells if c.label == "l1_filter digits/resnet18 seed0 @0.5")
+    assert l1.config.method_args == {"round_to": 4, "sparsity": 0.5, "finetune_epochs": 2}
+    assert l1.out == tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "l1_filter" / "s0.5"
+    snip = next(c for c in cells if c.label == "snip digits/resnet18 seed0 @matched")
+    assert snip.after == tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "edropout"
 
 
 def test_unknown_profile_lists_the_valid_ones():
@@ -62,56 +93,57 @@ def test_set_active_profile_keeps_comments(tmp_path):
     assert path.read_text() == before  # a rejected name leaves the file untouched
 
 
-def test_results_table_shows_mean_and_spread_over_seeds():
-    rows = [{"dataset": "digits", "arch": "resnet18", "method": "dense", "top1": t, "top5": 100.0,
-             "params": 11e6, "macs": 35e6, "latency_ms_b1": 1.0, "latency_ms_b64": 10.0, "train_seconds": 5}
-            for t in (97.0, 99.0)]
-    table = results_table(rows)
-    assert "| digits | resnet18 | dense | 2 | 98.00 ± 1.41 | 100.00 | 11.000 |" in table
+def _run_ids(repo: Path) -> dict[str, str]:
+    return {str(p.parent.relative_to(repo)): json.loads(p.read_text())["mlflow_run_id"]
+            for p in (repo / "results").rglob("metrics.json")}
 
 
-@pytest.fixture
-def repo_copy(tmp_path):
-    """The tracked project files in a fresh git repository: what a new clone has (no results, no MLflow db)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    dest = tmp_path / "repo"
-    for name in files:
-        if name.startswith(("results/", "data/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "fresh clone"]):
-        subprocess.run(git + args, cwd=dest, check=True, capture_output=True)
-    return dest
-
-
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "PYTHONPATH": str(repo)}
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, capture_output=True,
-                          text=True, env=env, timeout=900)
-
-
-def test_dvc_repro_runs_the_smoke_study_then_does_nothing(repo_copy):
+def test_dvc_repro_runs_the_smoke_study_then_only_what_changed(repo_copy):
     set_active_profile(repo_copy / "params.yaml", "smoke")
-    first = _dvc(repo_copy, "repro")
+    first = dvc(repo_copy, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    metrics = repo_copy / "results" / "dense" / "digits" / "resnet18" / "seed0" / "metrics.json"
-    assert metrics.is_file() and (metrics.parent / "model.pt").is_file()
-    report = (repo_copy / "reports" / "results.md").read_text()
-    assert "| digits | resnet18 | dense | 1 |" in report
+    methods = {p.stem for p in (repo_copy / "baselines").glob("*.py") if not p.name.startswith("_")}  # one per file
+    expected = 1 + 1 + (len(methods) - 2) * 2  # dense, edropout, every other method at 0.5 and matched
+    table = pd.read_csv(repo_copy / "reports" / "results.csv")
+    assert len(table) == expected and set(table["status"]) == {"finished"}
+    assert set(table["method"]) == methods
     assert (repo_copy / "data" / "prepared" / "digits" / "seed0.json").is_file()
-    (run,) = mlflow_runs(f"sqlite:///{repo_copy / 'mlflow.db'}")
-    assert run.info.status == "FINISHED"
+    for name in ("report.md", "report.html", "metrics.json"):
+        assert (repo_copy / "reports" / name).is_file(), name
+    uri = f"sqlite:///{repo_copy / 'mlflow.db'}"
+    runs = mlflow_runs(uri)
+    children = [r for r in runs if r.data.tags.get("kind") != "study"]
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "study"]
+    assert len(children) == expected and {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    before = _run_ids(repo_copy)
 
     start = time.perf_counter()
-    second = _dvc(repo_copy, "repro")
+    second = dvc(repo_copy, "repro")
     assert second.returncode == 0
     assert "Data and pipelines are up to date" in second.stdout
     assert time.perf_counter() - start < 10
-    assert len(mlflow_runs(f"sqlite:///{repo_copy / 'mlflow.db'}")) == 1
+    assert len(mlflow_runs(uri)) == len(runs)
+
+    # one method's settings change: only that method's cells run again
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["profiles"]["smoke"]["method_args"] = {"random_structured": {"round_to": 2}}
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
+    third = dvc(repo_copy, "repro")
+    assert third.returncode == 0, third.stdout + third.stderr
+    after = _run_ids(repo_copy)
+    changed = sorted(cell for cell in before if after[cell] != before[cell])
+    assert changed == ["results/cells/digits/test_resnet/seed0/random_structured/matched",
+                       "results/cells/digits/test_resnet/seed0/random_structured/s0.5"]
+
+    # what-ifs as DVC experiments, compared side by side
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.org", "commit", "-qam", "settings"],
+                   cwd=repo_copy, check=True)
+    exp = dvc(repo_copy, "exp", "run", "-S", "profiles.smoke.method_args.random_structured.round_to=4")
+    assert exp.returncode == 0, exp.stdout + exp.stderr
+    show = dvc(repo_copy, "exp", "show", "--csv", "--no-pager")
+    assert show.returncode == 0, show.stderr
+    assert "round_to" in show.stdout and len(show.stdout.splitlines()) >= 3  # header, workspace/commit, experiment
 
 
 def test_dvc_repro_rejects_an_invalid_study_before_running(repo_copy):
@@ -119,7 +151,31 @@ def test_dvc_repro_rejects_an_invalid_study_before_running(repo_copy):
     params["profile"] = "smoke"
     params["profiles"]["smoke"]["epochs"] = -2
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = _dvc(repo_copy, "repro")
+    proc = dvc(repo_copy, "repro")
     assert proc.returncode != 0
     assert "profiles.smoke.epochs must be a positive integer, got -2" in proc.stdout + proc.stderr
     assert not (repo_copy / "results").exists() and not (repo_copy / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"methods": ["l1_filter", "magic"]}, "profiles.smoke.methods: unknown method 'magic'"),
+    ({"seeds": []}, "profiles.smoke.seeds must be a non-empty list"),
+    ({"epochs": -3}, "profiles.smoke.epochs must be a positive integer, got -3"),
+])
+def test_the_cells_stage_rejects_an_invalid_study_before_any_cell(repo_copy, change, message):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    params["profiles"]["smoke"].update(change)
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cells"], cwd=repo_copy, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo_copy)})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"error: params.yaml: {message}")
+    assert not (repo_copy / "results").exists()
+
+
+def test_an_unknown_profile_is_rejected_by_the_stages(repo_copy):
+    params = (repo_copy / "params.yaml").read_text().replace("profile: default", "profile: defualt")
+    (repo_copy / "params.yaml").write_text(params)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.prepare"], cwd=repo_copy, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(repo_copy)})
+    assert proc.returncode == 2 and "unknown profile 'defualt'; did you mean: default" in proc.stderr
