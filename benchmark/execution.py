@@ -140,8 +140,12 @@ class LocalBackend:
         self.futures: dict[cf.Future, Any] = {}
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        # spawn: fresh interpreters (forking a process that already ran torch is unsafe).
-        return cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+        # forkserver: workers fork from a clean server process that has imported the harness (torch,
+        # timm) but run nothing, so they start in a fraction of a second; forking this process,
+        # which may already have run torch, would be unsafe.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["benchmark.execution"])
+        return cf.ProcessPoolExecutor(self.workers, mp_context=context,
                                       initializer=_worker_init, initargs=(self.threads,))
 
     def submit(self, key: Any, job: Job) -> None:
