@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import copy
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -37,6 +38,7 @@ from benchmark.runner import (
     TrackingSettings,
     identify,
     is_done,
+    read_matched,
     run_cell,
     write_json_atomic,
 )
@@ -50,6 +52,12 @@ FAILED_FILE = "failed.json"
 # What one worker does with one cell
 
 
+# Settings a worker must see as they are now in the study process. Pool workers fork from a
+# server started earlier (and Ray workers live elsewhere), so they are sent with every job.
+FORWARDED_ENV = ("PRUNING_BENCH_PLUGINS", "BENCHMARK_RESULTS", "BENCHMARK_CHECKPOINTS", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_DISABLE_TELEMETRY")
+
+
 @dataclass
 class Job:
     cell: Cell
@@ -57,6 +65,15 @@ class Job:
     save_model: bool
     threads: int | None
     progress_prefix: str
+    env: dict[str, str | None] = field(default_factory=lambda: {k: os.environ.get(k) for k in FORWARDED_ENV})
+
+
+def _apply_env(env: dict[str, str | None]) -> None:
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _set_threads(threads: int | None) -> None:
@@ -78,6 +95,7 @@ def execute(job: Job, out: Path | None = None) -> dict[str, Any]:
     from benchmark import training
 
     out = Path(out or job.cell.out)
+    _apply_env(job.env)
     _set_threads(job.threads)
     training.BARS, training.LOG_PREFIX = False, job.progress_prefix
     start = time.perf_counter()
@@ -332,7 +350,7 @@ class Progress:
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
@@ -360,6 +378,18 @@ class StudyLock:
         self.handle.close()
 
 
+def _with_matched_rate(cell: Cell) -> Cell:
+    """A 'matched' cell with EDropout's measured rate filled in from its result folder (`cell.after`).
+
+    Resolved here, in the study process, so workers need neither the results folder nor its path.
+    """
+    if cell.after is None or cell.config.method_args.get("sparsity") != "matched":
+        return cell
+    cfg = copy.deepcopy(cell.config)
+    cfg.method_args["sparsity"], cfg.method_args["matched_from"] = read_matched(cell.after, cfg)
+    return dataclasses.replace(cell, config=cfg)
+
+
 def _check(cell: Cell) -> CellIdentity | None:
     """Resolve and validate a cell now; a cell waiting for another is checked with a stand-in rate."""
     if cell.after is not None and not (cell.after / "metrics.json").is_file():
@@ -367,7 +397,7 @@ def _check(cell: Cell) -> CellIdentity | None:
         stand_in.method_args["sparsity"] = 0.5
         identify(stand_in)
         return None
-    return identify(cell.config)
+    return identify(_with_matched_rate(cell).config)
 
 
 def check_split(metrics: dict, prepared: Path) -> None:
@@ -420,7 +450,7 @@ def _run(stage: str, cells: list[Cell], executor: ExecutorSettings, tracking: Tr
         elif is_done(cell.out, ident):
             outcome.skipped += 1
         else:
-            todo.append(cell)
+            todo.append(_with_matched_rate(cell))
     print(f"{stage}: {len(cells)} cells, {outcome.skipped} already done, {len(todo) + len(waiting)} to run",
           file=sys.stderr)
     if not todo and not waiting:
@@ -459,6 +489,7 @@ def _run(stage: str, cells: list[Cell], executor: ExecutorSettings, tracking: Tr
                     outcome.failed.append((cell.label, result["error"]))
                     progress.cell_done(cell, result, len(todo) + len(waiting) + len(in_flight))
                     continue
+                cell = _with_matched_rate(cell)
                 if is_done(cell.out, identify(cell.config)):
                     outcome.skipped += 1
                     progress.cell_done(cell, {"status": "finished", "seconds": 0.0,

@@ -211,7 +211,12 @@ def matched_sparsity(cfg: RunConfig) -> tuple[float, str]:
     """The parameter pruning rate EDropout reached for the same arch, dataset and seed (the paper's protocol)."""
     from benchmark.study import cell_dir
 
-    path = cell_dir(results_root(), "cells", cfg.data.name, cfg.model.arch, cfg.seed) / "edropout" / "metrics.json"
+    return read_matched(cell_dir(results_root(), "cells", cfg.data.name, cfg.model.arch, cfg.seed) / "edropout", cfg)
+
+
+def read_matched(folder: Path, cfg: RunConfig) -> tuple[float, str]:
+    """EDropout's measured rate from its result in `folder`, and where it came from."""
+    path = Path(folder) / "metrics.json"
     try:
         result = json.loads(path.read_text())
         return float(result["param_pruning_rate"]), f"{path} ({result['config_hash']})"

@@ -23,7 +23,13 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.execution import cpu_cores, run_study
 from benchmark.runner import TrackingSettings
-from benchmark.study import ExecutorSettings, dense_cells, get_profile, load_params, method_cells
+from benchmark.study import (
+    ExecutorSettings,
+    dense_cells,
+    get_profile,
+    load_params,
+    method_cells,
+)
 
 
 def timed(profile, workers: int, threads: int | None, root: Path, tracking: TrackingSettings) -> tuple[float, int]:

@@ -89,7 +89,7 @@ def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
         raise UserError(f"params.yaml: profiles.{name} must be a mapping")
     unknown = set(raw) - PROFILE_KEYS
     if unknown:
-        key = sorted(unknown)[0]
+        key = min(unknown)
         raise unknown_choice(f"key in profiles.{name}", key, PROFILE_KEYS)
     epochs = raw.get("epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
@@ -178,7 +178,7 @@ def _executor(profile: str, value: Any) -> ExecutorSettings:
         raise UserError(f"{key} must be a mapping ({', '.join(sorted(EXECUTOR_KEYS))}), got {value!r}")
     unknown = set(value) - EXECUTOR_KEYS
     if unknown:
-        raise UserError(f"{key}: {unknown_choice('setting', sorted(unknown)[0], EXECUTOR_KEYS)}")
+        raise UserError(f"{key}: {unknown_choice('setting', min(unknown), EXECUTOR_KEYS)}")
     settings = ExecutorSettings(**value)
     if settings.backend not in BACKENDS:
         raise UserError(f"{key}.backend: {unknown_choice('backend', settings.backend, BACKENDS)}")
