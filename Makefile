@@ -55,8 +55,12 @@ browser:
 		        "is skipped"; \
 	fi
 
+# Two pytest workers (each with its share of the cores, see tests/conftest.py), then the tests that
+# assert wall-time targets, alone on the machine.
+TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not alone"
+	$(BIN)/python -m pytest -q -m alone
 
 ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db

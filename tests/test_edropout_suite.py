@@ -53,6 +53,7 @@ def test_dense_takes_no_method_args(tmp_path, mlflow_uri):
     assert proc.returncode == 2 and "method 'dense' takes no method_args, got sparsity" in proc.stderr
 
 
+@pytest.mark.alone
 def test_batched_population_evaluation_is_at_least_twice_as_fast():
     timing = population_eval_speed(repeats=5)
     assert timing["speedup"] >= 2.0, timing

@@ -5,19 +5,28 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from benchmark.aggregate import write_results_csv
 from benchmark.config import RunConfig
 from benchmark.execution import FAILED_FILE, plan_workers, run_study
 from benchmark.runner import TrackingSettings
-from benchmark.study import Cell, ExecutorSettings, get_profile, method_cells
+from benchmark.study import (
+    Cell,
+    ExecutorSettings,
+    dense_cells,
+    get_profile,
+    method_cells,
+)
 from tests.conftest import crashing_method, mlflow_runs
 
 
@@ -175,3 +184,21 @@ def test_a_second_study_on_the_same_results_is_refused(tmp_path):
     with StudyLock(tmp_path), pytest.raises(UserError, match=f"another study is running on {tmp_path}"):
         run_study("x", [Cell(_tiny(), tmp_path / "c", "dense")], ExecutorSettings(backend="serial"),
                   TrackingSettings(enabled=False), lock_folder=tmp_path)
+
+
+def test_the_results_table_has_a_row_for_every_cell_finished_failed_or_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHMARK_RESULTS", str(tmp_path / "results"))
+    params = {"profiles": {"a": {"datasets": ["digits"], "archs": ["test_resnet"], "seeds": [0, 1], "epochs": 1,
+                                 "methods": ["dense"], "set": {"data.input_size": 8, "measure.latency_repeats": 1}}}}
+    profile = get_profile(params, "a")
+    done, broken = dense_cells(profile, tmp_path / "results")
+    run_study("a", [done], ExecutorSettings(backend="serial"), TrackingSettings(enabled=False), lock_folder=tmp_path)
+    broken.out.mkdir(parents=True)
+    (broken.out / FAILED_FILE).write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom"}))
+    counts = write_results_csv(profile, tmp_path / "results", tmp_path / "results.csv")
+    assert counts == {"finished": 1, "failed": 1, "missing": 0}
+    table = pd.read_csv(tmp_path / "results.csv").set_index("seed")
+    assert table.loc[0, "status"] == "finished" and table.loc[0, "top1"] > 50
+    assert table.loc[1, "status"] == "failed" and table.loc[1, "error"] == "RuntimeError: boom"
+    shutil.rmtree(broken.out)
+    assert write_results_csv(profile, tmp_path / "results", tmp_path / "results.csv")["missing"] == 1

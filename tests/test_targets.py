@@ -8,6 +8,7 @@ from tests.conftest import run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_default_dense_resnet18_on_digits_reaches_97_percent_within_two_minutes(tmp_path):
     out = tmp_path / "cell"
     proc = run_cli("run", "--method", "dense", "--arch", "resnet18", "--dataset", "digits", "--seed", "0",
