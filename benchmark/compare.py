@@ -58,15 +58,16 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--sparsity", type=float, default=0.5, help="target parameter pruning rate (default: 0.5)")
     parser.add_argument("--methods", default="all", help="comma-separated names, or 'all' (default)")
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--arch", default="resnet18", help="timm architecture (default: resnet18)")
+    parser.add_argument("--dataset", default="digits", help="dataset (default: digits)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config key, repeatable (`python -m benchmark config` lists them)")
     parser.add_argument("--workers", type=int, default=None, help="parallel cells (default: one per core)")
-    parser.add_argument("--no-track", action="store_true")
+    parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     args = parser.parse_args(argv)
     try:
         discover()

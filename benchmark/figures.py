@@ -200,6 +200,7 @@ def search_dynamics(cells: pd.DataFrame, out_dir: Path, root: Path) -> tuple[lis
                 notes.append(f"search dynamics, {row['cell']}: no result_dir in results.csv")
                 continue
             curve, converged, problem = _curve(root / row["result_dir"] / "metrics.json")
+            problem = problem.replace(f"{root}/", "")  # the report names cells relative to the project
             if problem:
                 notes.append(f"search dynamics, {row['cell']}: {problem}")
             else:

@@ -49,10 +49,10 @@ def timed(profile, workers: int, threads: int | None, root: Path, tracking: Trac
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.scaling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="default")
-    parser.add_argument("--arch", default="resnet10t")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--profile", default="default", help="study profile in params.yaml (default: default)")
+    parser.add_argument("--arch", default="resnet10t", help="architecture whose cells are run (default: resnet10t)")
+    parser.add_argument("--seed", type=int, default=0, help="seed whose cells are run (default: 0)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel workers to compare with one, >= 2 (default: 2)")
     parser.add_argument("--single-threads", type=int, default=None,
                         help="torch threads of the one-worker run (default: every core)")
     args = parser.parse_args(argv)

@@ -83,7 +83,7 @@ def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
     profiles = params["profiles"]
     name = name if name is not None else params.get("profile", "default")
     if name not in profiles:
-        raise unknown_choice("profile", name, profiles)
+        raise UserError(f"params.yaml: profile: {unknown_choice('profile', name, profiles)}")
     raw = profiles[name]
     if not isinstance(raw, dict):
         raise UserError(f"params.yaml: profiles.{name} must be a mapping")

@@ -32,7 +32,8 @@ class EDropoutConfig:
     """Samples of each mini-batch used to measure energies (None: the whole batch). The paper uses
     the whole batch; a sub-batch makes the search much cheaper (see README, speed)."""
     stop_fraction: float = 0.5
-    """Stop the search at this fraction of the training epochs (paper: epoch 100 of 200)."""
+    """Stop the search at this fraction of the training epochs (paper: epoch 100 of 200); at least
+    one epoch is searched unless this is 0 (0: keep the random initial mask)."""
     patience: int | None = 100
     """Also stop once the best state has not changed for this many generations (None: never)."""
     layout: str = "group"

@@ -140,6 +140,12 @@ class EDropout:
         if cfg.patience is not None and self.unchanged >= cfg.patience:
             self._freeze()
 
+    def _search_over(self) -> bool:
+        """Past `stop_fraction` of the epochs; a run shorter than 1/stop_fraction epochs still
+        searches for its first epoch (else a 1-epoch run would keep the random initial mask)."""
+        limit = self.config.stop_fraction * self.epochs
+        return self.epoch > (max(1.0, limit) if self.config.stop_fraction > 0 else 0.0)
+
     def _freeze(self) -> None:
         if not self.frozen:
             self.frozen = True
@@ -152,7 +158,7 @@ class EDropout:
         self.step += 1
         if self.shrunk:
             return
-        if not self.frozen and self.epoch > self.config.stop_fraction * self.epochs:
+        if not self.frozen and self._search_over():
             self._freeze()
         if not self.frozen:
             start = time.perf_counter()
@@ -191,7 +197,7 @@ class EDropout:
     def end_epoch(self) -> bool:
         """Call after each epoch. Returns True when the network was shrunk (rebuild the optimiser)."""
         self.epoch += 1
-        if not self.frozen and self.epoch > self.config.stop_fraction * self.epochs:
+        if not self.frozen and self._search_over():
             self._freeze()
         if self.frozen and not self.shrunk and self.config.shrink and self.units.layout == "group":
             self._shrink()

@@ -113,6 +113,22 @@ def test_masked_and_shrunk_networks_agree(arch):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in ctrl.full_network().parameters())
 
 
+@pytest.mark.parametrize("epochs,stop_fraction,searched_epochs", [(1, 0.5, 1), (2, 0.5, 1), (8, 0.5, 4), (3, 1.0, 3),
+                                                                    (2, 0.0, 0)])
+def test_the_search_runs_for_stop_fraction_of_the_epochs_and_at_least_one(epochs, stop_fraction, searched_epochs):
+    model = _model()
+    x, y = _batch()
+    ctrl = EDropout(model, x[:1], epochs=epochs, config=EDropoutConfig(stop_fraction=stop_fraction, patience=None,
+                                                                        shrink=False))
+    for _ in range(epochs):
+        for _ in range(2):  # two steps per epoch
+            ctrl.before_step(x, y)
+            ctrl.after_step()
+        ctrl.end_epoch()
+    assert len(ctrl.history) == 2 * searched_epochs
+    assert {g.epoch for g in ctrl.history} == set(range(1, searched_epochs + 1))
+
+
 def test_full_network_is_every_unit_on_with_the_trained_weights():
     model = _model()
     reference = copy.deepcopy(model).eval()
