@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from benchmark.config import load_yaml
 from benchmark.errors import UserError, unknown_choice
 from benchmark.stats import DENSE, EDROPOUT, MATCHED, Summary, summarize
 
@@ -99,12 +99,7 @@ def _claim(path: Path, where: str, **fields: Any) -> Claim:
 def load_claims(path: str | Path = CLAIMS_PATH) -> list[Claim]:
     """Every claim of the file: the abstract's thresholds and one claim per number of each table row."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"claims file {str(path)!r} not found") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = load_yaml(path, "claims file")
     if not isinstance(raw, dict):
         raise UserError(f"{path.name}: expected a mapping with 'abstract' and 'tables'")
     defaults = raw.get("defaults") or {}

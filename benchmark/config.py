@@ -207,15 +207,15 @@ def apply_mapping(cfg: RunConfig, mapping: dict[str, Any], source: str) -> None:
         set_value(cfg, str(key), value)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, kind: str = "config file") -> Any:
+    """A YAML file's content; a missing or malformed file is a one-line UserError naming `kind`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found")
+        raise UserError(f"{kind} {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return data
+        raise UserError(f"{kind} {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
 def validate(cfg: RunConfig) -> None:

@@ -62,6 +62,14 @@ def _panels(n: int, width: float = 4.6, height: float = 3.8):
     return fig, list(axes.flat[:n])
 
 
+def _pair_panels(frame: pd.DataFrame):
+    """One panel per (dataset, arch) of `frame`: the figure, its axes and (ax, dataset, arch, rows)."""
+    pairs = sorted(set(zip(frame["dataset"], frame["arch"])))
+    fig, axes = _panels(len(pairs))
+    return fig, axes, [(ax, d, a, frame[(frame["dataset"] == d) & (frame["arch"] == a)])
+                       for ax, (d, a) in zip(axes, pairs)]
+
+
 def _save(fig, out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_dir / name, dpi=DPI, bbox_inches="tight")
@@ -89,11 +97,9 @@ def accuracy_vs_pruning(groups: list[GroupSummary], out_dir: Path, name: str = "
         return "accuracy vs pruning rate: no finished cell with top-1 and a pruning rate"
     means = means.dropna(subset=["top1", "param_pruning_rate"])
     colors = colors or _palette(means["method"])
-    pairs = sorted(set(zip(means["dataset"], means["arch"])))
     with sns.axes_style("whitegrid"):
-        fig, axes = _panels(len(pairs))
-        for ax, (dataset, arch) in zip(axes, pairs):
-            panel = means[(means["dataset"] == dataset) & (means["arch"] == arch)]
+        fig, axes, panels = _pair_panels(means)
+        for ax, dataset, arch, panel in panels:
             for method, curve in sorted(panel.groupby("method"), key=lambda kv: method_order(kv[0])):
                 curve = curve.sort_values("param_pruning_rate")
                 x = 100 * curve["param_pruning_rate"]
@@ -126,11 +132,9 @@ def drop_vs_macs(groups: list[GroupSummary], out_dir: Path, name: str = "drop_vs
         return "accuracy drop vs MAC reduction: no finished cell with both a top-1 drop and a MAC reduction"
     means = means.dropna(subset=needed).reset_index(drop=True)
     colors = colors or _palette(means["method"])
-    pairs = sorted(set(zip(means["dataset"], means["arch"])))
     with sns.axes_style("whitegrid"):
-        fig, axes = _panels(len(pairs))
-        for ax, (dataset, arch) in zip(axes, pairs):
-            panel = means[(means["dataset"] == dataset) & (means["arch"] == arch)]
+        fig, axes, panels = _pair_panels(means)
+        for ax, dataset, arch, panel in panels:
             front = panel[pareto_front(panel)].sort_values("effective_mac_reduction")
             ax.step(front["effective_mac_reduction"], front["top1_drop"], where="post", color="black",
                     linewidth=1, label="Pareto front")
@@ -154,11 +158,9 @@ def speedup_vs_macs(cells: pd.DataFrame, out_dir: Path, name: str = "speedup_vs_
     if done.empty:
         return "latency speed-up vs MAC reduction: no finished pruned cell with both values"
     colors = colors or _palette(done["method"])
-    pairs = sorted(set(zip(done["dataset"], done["arch"])))
     with sns.axes_style("whitegrid"):
-        fig, axes = _panels(len(pairs))
-        for ax, (dataset, arch) in zip(axes, pairs):
-            panel = done[(done["dataset"] == dataset) & (done["arch"] == arch)]
+        fig, axes, panels = _pair_panels(done)
+        for ax, dataset, arch, panel in panels:
             sns.scatterplot(data=panel, x="effective_mac_reduction", y="latency_speedup_b1", hue="method",
                             hue_order=[m for m in colors if m in set(panel["method"])], palette=colors, ax=ax, s=36)
             top = max(panel["effective_mac_reduction"].max(), panel["latency_speedup_b1"].max(), 1.0) * 1.05

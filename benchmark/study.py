@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from benchmark.config import RunConfig, set_value, validate
+from benchmark.config import RunConfig, load_yaml, set_value, validate
 from benchmark.errors import UserError, unknown_choice
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,12 +52,7 @@ class Profile:
 
 def load_params(path: str | Path = PROJECT_ROOT / "params.yaml") -> dict[str, Any]:
     path = Path(path)
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"study file {str(path)!r} not found") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    params = load_yaml(path, "study file")
     if not isinstance(params, dict) or not isinstance(params.get("profiles"), dict) or not params["profiles"]:
         raise UserError(f"{path.name}: expected a 'profiles' mapping of named study profiles")
     return params
