@@ -12,11 +12,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install browser study test ui clean help
+.PHONY: install browser study test lint format ui clean help
 
 help:
 	@echo "make study [PROFILE=name]  run the study (dvc repro) on the offline default dataset"
-	@echo "make test                   run the whole test suite"
+	@echo "make test                   lint, then run the whole test suite"
+	@echo "make lint                   ruff check + ruff format --check (make format fixes)"
 	@echo "make browser                install Chromium for the report's browser test (apt-get)"
 	@echo "make ui                     browse runs in the MLflow UI (http://127.0.0.1:5000)"
 
@@ -58,9 +59,17 @@ browser:
 # Two pytest workers (each with its share of the cores, see tests/conftest.py), then the tests that
 # assert wall-time targets, alone on the machine.
 TEST_WORKERS ?= 2
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not alone"
 	$(BIN)/python -m pytest -q -m alone
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ui: install
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db

@@ -2,11 +2,13 @@
 
 import time
 
-from benchmark.methods import MethodResult, register_method
+from benchmark.api import CellContext, MethodResult, register_method
 
 
-@register_method("dense", citation="reference network, no pruning", granularity="none", schedule="none")
-def dense(ctx) -> MethodResult:
+@register_method(
+    "dense", citation="reference network, no pruning", granularity="none", schedule="none", tags=["reference"]
+)
+def dense(ctx: CellContext) -> MethodResult:
     start = time.perf_counter()
     ctx.train(ctx.model)
     ctx.store_dense(ctx.model, time.perf_counter() - start)  # post-training methods start from it

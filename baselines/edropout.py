@@ -8,10 +8,10 @@ with the fields of `edropout.EDropoutConfig` (population, energy, kappa, energy_
 
 from __future__ import annotations
 
-from benchmark.errors import UserError
-from benchmark.measure import count_params
-from benchmark.methods import MethodResult, register_method
-from benchmark.training import Hooks
+from benchmark.api import CellContext, Hooks, MethodResult, register_method
+from benchmark.cell.measure import count_params
+from benchmark.core import metrics as M
+from benchmark.core.errors import UserError
 from edropout import EDropout, EDropoutConfig
 
 
@@ -43,11 +43,16 @@ class _Search(Hooks):
         return self.changed
 
 
-@register_method("edropout", citation="Salehinejad & Valaee, EDropout, IEEE TNNLS 2022",
-                 granularity="structured", schedule="during_training", check_args=_config)
-def edropout(ctx) -> MethodResult:
+@register_method(
+    "edropout",
+    citation="Salehinejad & Valaee, EDropout, IEEE TNNLS 2022",
+    granularity="structured",
+    schedule="during_training",
+    check_args=_config,
+)
+def edropout(ctx: CellContext) -> MethodResult:
     config = _config(ctx.cfg.method_args)
-    params_before = count_params(ctx.model)["params"]
+    params_before = count_params(ctx.model)[M.PARAMS]
     try:
         ctrl = EDropout(ctx.model, ctx.example_inputs(), ctx.cfg.train.epochs, config, seed=ctx.cfg.seed)
     except ValueError as exc:  # e.g. an architecture without prunable units
@@ -57,29 +62,34 @@ def edropout(ctx) -> MethodResult:
     pruned = ctrl.finalize()
     full_metrics = ctx.evaluate(full, "test")
     history = ctrl.history
-    ctx.tracker.log_series({
-        "search_best_energy": [(g.step, g.best_energy) for g in history],
-        "search_mean_energy": [(g.step, g.mean_energy) for g in history],
-        "search_diversity": [(g.step, g.diversity) for g in history],
-        "search_kept_fraction": [(g.step, g.kept_fraction) for g in history],
-    })
-    return MethodResult(pruned, {
-        "param_pruning_rate": 1.0 - count_params(pruned)["params"] / params_before,
-        "channel_pruning_rate": 1.0 - float(ctrl.best.float().mean()),
-        "units": ctrl.units.num_units,
-        "unit_groups": len(ctrl.units.groups),
-        "top1_full": full_metrics["top1"],
-        "top5_full": full_metrics["top5"],
-        "search_seconds": ctrl.search_seconds,
-        "generations": len(history),
-        "converged_epoch": ctrl.converged_epoch,
-        "converged_step": ctrl.converged_step,
-        # the search dynamics, one point per generation (the report plots them)
-        "search_curve": {
-            "step": [g.step for g in history],
-            "best_energy": [g.best_energy for g in history],
-            "mean_energy": [g.mean_energy for g in history],
-            "kept_fraction": [g.kept_fraction for g in history],
-            "diversity": [g.diversity for g in history],
+    ctx.tracker.log_series(
+        {
+            "search_best_energy": [(g.step, g.best_energy) for g in history],
+            "search_mean_energy": [(g.step, g.mean_energy) for g in history],
+            "search_diversity": [(g.step, g.diversity) for g in history],
+            "search_kept_fraction": [(g.step, g.kept_fraction) for g in history],
+        }
+    )
+    return MethodResult(
+        pruned,
+        {
+            M.PARAM_PRUNING_RATE: 1.0 - count_params(pruned)[M.PARAMS] / params_before,
+            M.CHANNEL_PRUNING_RATE: 1.0 - float(ctrl.best.float().mean()),
+            "units": ctrl.units.num_units,
+            "unit_groups": len(ctrl.units.groups),
+            M.TOP1_FULL: full_metrics["top1"],
+            M.TOP5_FULL: full_metrics["top5"],
+            M.SEARCH_SECONDS: ctrl.search_seconds,
+            "generations": len(history),
+            M.CONVERGED_EPOCH: ctrl.converged_epoch,
+            M.CONVERGED_STEP: ctrl.converged_step,
+            # the search dynamics, one point per generation (the report plots them)
+            "search_curve": {
+                "step": [g.step for g in history],
+                "best_energy": [g.best_energy for g in history],
+                "mean_energy": [g.mean_energy for g in history],
+                "kept_fraction": [g.kept_fraction for g in history],
+                "diversity": [g.diversity for g in history],
+            },
         },
-    })
+    )

@@ -14,8 +14,8 @@ weights as in the paper.
 
 import torch_pruning as tp
 
-from benchmark.methods import register_method
-from benchmark.pruning import args_checker, post_training, prune_structured
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import args_checker, post_training, prune_structured
 
 check = args_checker()
 
@@ -24,10 +24,22 @@ def importance():
     return tp.importance.FPGMImportance(p=2, group_reduction="mean")
 
 
-@register_method("fpgm", citation="He et al. 2019, Filter Pruning via Geometric Median",
-                 granularity="structured", schedule="after_training", check_args=check)
-def fpgm(ctx):
+@register_method(
+    "fpgm",
+    citation="He et al. 2019, Filter Pruning via Geometric Median",
+    granularity="structured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+)
+def fpgm(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
-    prune = lambda m: prune_structured(m, ctx.example_inputs(), importance(), args.sparsity,  # noqa: E731
-                                       global_pruning=False, round_to=args.round_to)
+    prune = lambda m: prune_structured(
+        m,
+        ctx.example_inputs(),
+        importance(),
+        args.sparsity,  # noqa: E731
+        global_pruning=False,
+        round_to=args.round_to,
+    )
     return post_training(ctx, args, "structured", prune)

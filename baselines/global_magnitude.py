@@ -7,14 +7,21 @@ with the zeros held. (Quantisation and Huffman coding, the rest of Deep Compress
 part of the pruning comparison.)
 """
 
-from benchmark.methods import register_method
-from benchmark.pruning import apply_masks, args_checker, magnitude_masks, post_training
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import apply_masks, args_checker, magnitude_masks, post_training
 
 check = args_checker()
 
 
-@register_method("global_magnitude", citation="Han et al. 2015, Learning both Weights and Connections (Deep Compression)",
-                 granularity="unstructured", schedule="after_training", check_args=check)
-def global_magnitude(ctx):
+@register_method(
+    "global_magnitude",
+    citation="Han et al. 2015, Learning both Weights and Connections (Deep Compression)",
+    granularity="unstructured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+    tags=["magnitude"],
+)
+def global_magnitude(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     return post_training(ctx, args, "unstructured", lambda m: apply_masks(magnitude_masks(m, args.sparsity, "global")))

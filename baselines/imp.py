@@ -20,12 +20,20 @@ import time
 import torch
 import torch.nn as nn
 
-from benchmark.errors import UserError
-from benchmark.measure import count_params
-from benchmark.methods import MethodResult, register_method
-from benchmark.pruning import (PruningArgs, apply_masks, apply_variant, args_checker, make_permanent,
-                               masks_from_scores, prunable_weights, pruning_metrics, weights_to_remove)
-from benchmark.training import Hooks
+from benchmark.api import CellContext, Hooks, MethodResult, register_method
+from benchmark.cell.measure import count_params
+from benchmark.cell.pruning import (
+    PruningArgs,
+    apply_masks,
+    apply_variant,
+    args_checker,
+    make_permanent,
+    masks_from_scores,
+    prunable_weights,
+    pruning_metrics,
+    weights_to_remove,
+)
+from benchmark.core.errors import UserError
 
 _check = args_checker(rewind_epoch=1, rounds=3)
 
@@ -79,15 +87,23 @@ def prune_and_rewind(model: nn.Module, snapshot: dict[str, torch.Tensor], k: int
     return masks
 
 
-@register_method("imp", citation="Frankle & Carbin 2019, The Lottery Ticket Hypothesis; Frankle et al. 2020, "
-                 "Linear Mode Connectivity and the Lottery Ticket Hypothesis (rewinding)",
-                 granularity="unstructured", schedule="iterative", check_args=check)
-def imp(ctx):
+@register_method(
+    "imp",
+    citation="Frankle & Carbin 2019, The Lottery Ticket Hypothesis; Frankle et al. 2020, "
+    "Linear Mode Connectivity and the Lottery Ticket Hypothesis (rewinding)",
+    granularity="unstructured",
+    schedule="iterative",
+    check_args=check,
+    takes_sparsity=True,
+)
+def imp(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     rewind_epoch, rounds = args.extra["rewind_epoch"], args.extra["rounds"]
     if rewind_epoch > ctx.cfg.train.epochs:
-        raise UserError(f"bad value for 'method_args.rewind_epoch': must be at most train.epochs "
-                        f"({ctx.cfg.train.epochs}), got {rewind_epoch}")
+        raise UserError(
+            f"bad value for 'method_args.rewind_epoch': must be at most train.epochs "
+            f"({ctx.cfg.train.epochs}), got {rewind_epoch}"
+        )
     model = ctx.model
     dense = copy.deepcopy(model)
     dense_params = count_params(dense)["params"]
@@ -112,7 +128,18 @@ def imp(ctx):
         ctx.train(model, epochs=args.finetune(ctx.cfg.train.epochs), desc=f"round {r}/{rounds}")
         finetune_seconds += time.perf_counter() - begin
     make_permanent(model)
-    return MethodResult(model, pruning_metrics(
-        ctx, args, dense_params, model, dense_seconds=dense_seconds, prune_seconds=prune_seconds,
-        finetune_seconds=finetune_seconds, total_train_seconds=dense_seconds + prune_seconds + finetune_seconds,
-        rounds=rounds, rewind_epoch=rewind_epoch))
+    return MethodResult(
+        model,
+        pruning_metrics(
+            ctx,
+            args,
+            dense_params,
+            model,
+            dense_seconds=dense_seconds,
+            prune_seconds=prune_seconds,
+            finetune_seconds=finetune_seconds,
+            total_train_seconds=dense_seconds + prune_seconds + finetune_seconds,
+            rounds=rounds,
+            rewind_epoch=rewind_epoch,
+        ),
+    )

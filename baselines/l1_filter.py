@@ -9,8 +9,8 @@ channels (residual streams) are removed together; the network is physically shru
 
 import torch_pruning as tp
 
-from benchmark.methods import register_method
-from benchmark.pruning import args_checker, post_training, prune_structured
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import args_checker, post_training, prune_structured
 
 check = args_checker()
 
@@ -19,10 +19,22 @@ def importance():
     return tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
 
 
-@register_method("l1_filter", citation="Li et al. 2017, Pruning Filters for Efficient ConvNets",
-                 granularity="structured", schedule="after_training", check_args=check)
-def l1_filter(ctx):
+@register_method(
+    "l1_filter",
+    citation="Li et al. 2017, Pruning Filters for Efficient ConvNets",
+    granularity="structured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+)
+def l1_filter(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
-    prune = lambda m: prune_structured(m, ctx.example_inputs(), importance(), args.sparsity,  # noqa: E731
-                                       global_pruning=False, round_to=args.round_to)
+    prune = lambda m: prune_structured(
+        m,
+        ctx.example_inputs(),
+        importance(),
+        args.sparsity,  # noqa: E731
+        global_pruning=False,
+        round_to=args.round_to,
+    )
     return post_training(ctx, args, "structured", prune)

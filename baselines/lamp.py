@@ -11,9 +11,15 @@ network is pruned once and fine-tuned with the zeros held.
 
 import torch
 
-from benchmark.methods import register_method
-from benchmark.pruning import (apply_masks, args_checker, masks_from_scores, post_training, prunable_weights,
-                               weights_to_remove)
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import (
+    apply_masks,
+    args_checker,
+    masks_from_scores,
+    post_training,
+    prunable_weights,
+    weights_to_remove,
+)
 
 check = args_checker()
 
@@ -25,16 +31,23 @@ def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
     tail = ordered.flip(0).cumsum(0).flip(0)  # tail[i] = sum of ordered[i:]
     first = torch.searchsorted(ordered, ordered, side="left")  # equal values: every one of them counts
     denominator = tail[first]
-    score = torch.where(denominator > 0, ordered / denominator.clamp_min(torch.finfo(torch.float64).tiny),
-                        torch.zeros_like(ordered))
+    score = torch.where(
+        denominator > 0, ordered / denominator.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(ordered)
+    )
     out = torch.empty_like(score)
     out[order] = score
     return out.view_as(weight)
 
 
-@register_method("lamp", citation="Lee et al. 2021, Layer-adaptive Sparsity for the Magnitude-based Pruning (LAMP)",
-                 granularity="unstructured", schedule="after_training", check_args=check)
-def lamp(ctx):
+@register_method(
+    "lamp",
+    citation="Lee et al. 2021, Layer-adaptive Sparsity for the Magnitude-based Pruning (LAMP)",
+    granularity="unstructured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+)
+def lamp(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
 
     def prune(model):

@@ -5,14 +5,21 @@ Blalock et al. 2020 and Lee et al. 2021): each conv/linear layer loses the same 
 smallest-magnitude weights; then fine-tuning with the zeros held.
 """
 
-from benchmark.methods import register_method
-from benchmark.pruning import apply_masks, args_checker, magnitude_masks, post_training
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import apply_masks, args_checker, magnitude_masks, post_training
 
 check = args_checker()
 
 
-@register_method("layer_magnitude", citation="Han et al. 2015, layer-wise (uniform) magnitude pruning",
-                 granularity="unstructured", schedule="after_training", check_args=check)
-def layer_magnitude(ctx):
+@register_method(
+    "layer_magnitude",
+    citation="Han et al. 2015, layer-wise (uniform) magnitude pruning",
+    granularity="unstructured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+    tags=["magnitude"],
+)
+def layer_magnitude(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     return post_training(ctx, args, "unstructured", lambda m: apply_masks(magnitude_masks(m, args.sparsity, "layer")))

@@ -6,15 +6,29 @@ network, fine-tunes with the zeros held.
 
 import torch
 
-from benchmark.methods import register_method
-from benchmark.pruning import apply_masks, args_checker, masks_from_scores, post_training, prunable_weights, weights_to_remove
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import (
+    apply_masks,
+    args_checker,
+    masks_from_scores,
+    post_training,
+    prunable_weights,
+    weights_to_remove,
+)
 
 check = args_checker()
 
 
-@register_method("random_unstructured", citation="random weights (Blalock et al. 2020 baseline)",
-                 granularity="unstructured", schedule="after_training", check_args=check)
-def random_unstructured(ctx):
+@register_method(
+    "random_unstructured",
+    citation="random weights (Blalock et al. 2020 baseline)",
+    granularity="unstructured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+    tags=["random"],
+)
+def random_unstructured(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     generator = torch.Generator().manual_seed(ctx.cfg.seed)
 

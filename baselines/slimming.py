@@ -18,10 +18,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from benchmark.errors import UserError
-from benchmark.methods import register_method
-from benchmark.pruning import KeepBest, PruningArgs, args_checker, prune_and_train, prune_structured
-from benchmark.training import Hooks
+from benchmark.api import CellContext, Hooks, MethodResult, register_method
+from benchmark.cell.pruning import KeepBest, PruningArgs, args_checker, prune_and_train, prune_structured
+from benchmark.core.errors import UserError
 
 _check = args_checker(l1=1e-4)
 
@@ -39,8 +38,6 @@ def importance():
     return tp.importance.BNScaleImportance(group_reduction="max", normalizer=None)
 
 
-
-
 class BNL1Penalty(Hooks):
     """Adds the subgradient of `l1 * sum |gamma|` over all BatchNorm scales to their gradients."""
 
@@ -50,20 +47,45 @@ class BNL1Penalty(Hooks):
     @torch.no_grad()
     def after_backward(self, model: nn.Module) -> None:
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None \
-                    and module.weight.grad is not None:
+            if (
+                isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and module.weight is not None
+                and module.weight.grad is not None
+            ):
                 module.weight.grad.add_(torch.sign(module.weight), alpha=self.l1)
 
 
-@register_method("slimming", citation="Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming",
-                 granularity="structured", schedule="during_training", check_args=check)
-def slimming(ctx):
+@register_method(
+    "slimming",
+    citation="Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming",
+    granularity="structured",
+    schedule="during_training",
+    check_args=check,
+    takes_sparsity=True,
+    needs_batchnorm=True,
+)
+def slimming(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     model = ctx.model
     start = time.perf_counter()
     ctx.train(model, hooks=[BNL1Penalty(float(args.extra["l1"]))], desc="sparsity")
     sparsity_seconds = time.perf_counter() - start
-    prune = lambda m: prune_structured(m, ctx.example_inputs(), KeepBest(importance()), args.sparsity,  # noqa: E731
-                                       global_pruning=True, round_to=args.round_to)
-    return prune_and_train(ctx, args, "structured", model, prune, args.finetune(ctx.cfg.train.epochs), "finetune",
-                           seconds_before=sparsity_seconds, sparsity_train_seconds=sparsity_seconds)
+    prune = lambda m: prune_structured(
+        m,
+        ctx.example_inputs(),
+        KeepBest(importance()),
+        args.sparsity,  # noqa: E731
+        global_pruning=True,
+        round_to=args.round_to,
+    )
+    return prune_and_train(
+        ctx,
+        args,
+        "structured",
+        model,
+        prune,
+        args.finetune(ctx.cfg.train.epochs),
+        "finetune",
+        seconds_before=sparsity_seconds,
+        sparsity_train_seconds=sparsity_seconds,
+    )

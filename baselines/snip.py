@@ -18,11 +18,20 @@ import copy
 import torch
 import torch.nn as nn
 
-from benchmark.errors import UserError
-from benchmark.methods import register_method
-from benchmark.pruning import (PruningArgs, positive_int, unit_zero_bn_scales, apply_masks, args_checker, at_initialisation, masks_from_scores,
-                               prunable_weights, weights_to_remove)
-from benchmark.training import make_loader
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import (
+    PruningArgs,
+    apply_masks,
+    args_checker,
+    at_initialisation,
+    masks_from_scores,
+    positive_int,
+    prunable_weights,
+    unit_zero_bn_scales,
+    weights_to_remove,
+)
+from benchmark.cell.training import make_loader
+from benchmark.core.errors import UserError
 
 _check = args_checker(batches=1)
 
@@ -32,8 +41,6 @@ def check(method_args: dict) -> PruningArgs:
     args = _check(method_args)
     positive_int(args, "batches")
     return args
-
-
 
 
 def snip_scores(model: nn.Module, batches) -> dict[nn.Module, torch.Tensor]:
@@ -47,14 +54,21 @@ def snip_scores(model: nn.Module, batches) -> dict[nn.Module, torch.Tensor]:
         param.grad = None
     for x, y in batches:
         nn.functional.cross_entropy(probe(x), y).backward()
-    return {original: (layer.weight.grad * layer.weight).detach().abs()
-            for original, layer in zip(prunable_weights(model), layers)}
+    return {
+        original: (layer.weight.grad * layer.weight).detach().abs()
+        for original, layer in zip(prunable_weights(model), layers)
+    }
 
 
-def training_batches(ctx, count: int):
+def training_batches(ctx: CellContext, count: int):
     """The first `count` shuffled training mini-batches (cycling if the set is smaller)."""
-    loader = make_loader(ctx.bundle.train, ctx.cfg.train.batch_size, shuffle=True, seed=ctx.cfg.seed,
-                         num_workers=ctx.cfg.data.num_workers)
+    loader = make_loader(
+        ctx.bundle.train,
+        ctx.cfg.train.batch_size,
+        shuffle=True,
+        seed=ctx.cfg.seed,
+        num_workers=ctx.cfg.data.num_workers,
+    )
     if len(loader) == 0:
         raise UserError("snip needs training data to score the weights, but the training set is empty")
     taken = 0
@@ -66,9 +80,15 @@ def training_batches(ctx, count: int):
                 return
 
 
-@register_method("snip", citation="Lee et al. 2019, SNIP: Single-shot Network Pruning based on Connection Sensitivity",
-                 granularity="unstructured", schedule="at_init", check_args=check)
-def snip(ctx):
+@register_method(
+    "snip",
+    citation="Lee et al. 2019, SNIP: Single-shot Network Pruning based on Connection Sensitivity",
+    granularity="unstructured",
+    schedule="at_init",
+    check_args=check,
+    takes_sparsity=True,
+)
+def snip(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
 
     def prune(model):

@@ -21,10 +21,18 @@ import copy
 import torch
 import torch.nn as nn
 
-from benchmark.errors import UserError
-from benchmark.methods import register_method
-from benchmark.pruning import (PruningArgs, positive_int, unit_zero_bn_scales, apply_masks, args_checker, at_initialisation, prunable_weights,
-                               weights_to_remove)
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import (
+    PruningArgs,
+    apply_masks,
+    args_checker,
+    at_initialisation,
+    positive_int,
+    prunable_weights,
+    unit_zero_bn_scales,
+    weights_to_remove,
+)
+from benchmark.core.errors import UserError
 
 _check = args_checker(iterations=100)
 PRECISIONS = (torch.float32, torch.float64)  # the flow grows with depth: float64 if float32 overflows
@@ -35,8 +43,6 @@ def check(method_args: dict) -> PruningArgs:
     args = _check(method_args)
     positive_int(args, "iterations")
     return args
-
-
 
 
 def linearised(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -61,8 +67,9 @@ def _flow(probe: nn.Module, layers: list[nn.Module], shape: torch.Size) -> list[
 
 
 def _overflow(model: nn.Module) -> UserError:
-    return UserError(f"SynFlow's synaptic flow through {type(model).__name__} overflows float64; "
-                     "this network cannot be scored")
+    return UserError(
+        f"SynFlow's synaptic flow through {type(model).__name__} overflows float64; this network cannot be scored"
+    )
 
 
 def synflow_scores(model: nn.Module, example_inputs: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
@@ -86,16 +93,17 @@ def _drop_lowest(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     if k:
         threshold = torch.kthvalue(flat, k).values
         drop = flat < threshold
-        drop[torch.nonzero(flat == threshold).flatten()[:k - int(drop.sum())]] = True
+        drop[torch.nonzero(flat == threshold).flatten()[: k - int(drop.sum())]] = True
     masks, at = [], 0
     for s in scores:
-        masks.append(~drop[at:at + s.numel()].view_as(s))
+        masks.append(~drop[at : at + s.numel()].view_as(s))
         at += s.numel()
     return masks
 
 
-def synflow_masks(model: nn.Module, example_inputs: torch.Tensor, k: int,
-                  iterations: int) -> dict[nn.Module, torch.Tensor]:
+def synflow_masks(
+    model: nn.Module, example_inputs: torch.Tensor, k: int, iterations: int
+) -> dict[nn.Module, torch.Tensor]:
     """Keep-masks dropping `k` weights over all layers, in `iterations` rounds of the exponential schedule."""
     for dtype in PRECISIONS:
         masks = _iterate(linearised(model, dtype), example_inputs.shape, k, iterations)
@@ -122,9 +130,15 @@ def _iterate(probe: nn.Module, shape: torch.Size, k: int, iterations: int) -> li
     return masks
 
 
-@register_method("synflow", citation="Tanaka et al. 2020, Pruning neural networks without any data by iteratively "
-                 "conserving synaptic flow", granularity="unstructured", schedule="at_init", check_args=check)
-def synflow(ctx):
+@register_method(
+    "synflow",
+    citation="Tanaka et al. 2020, Pruning neural networks without any data by iteratively conserving synaptic flow",
+    granularity="unstructured",
+    schedule="at_init",
+    check_args=check,
+    takes_sparsity=True,
+)
+def synflow(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
 
     def prune(model):

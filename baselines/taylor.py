@@ -16,9 +16,9 @@ import itertools
 import torch.nn as nn
 import torch_pruning as tp
 
-from benchmark.methods import register_method
-from benchmark.pruning import KeepBest, PruningArgs, args_checker, positive_int, post_training, prune_structured
-from benchmark.training import make_loader
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import KeepBest, PruningArgs, args_checker, positive_int, post_training, prune_structured
+from benchmark.cell.training import make_loader
 
 _check = args_checker(batches=4)
 
@@ -32,8 +32,6 @@ def check(method_args: dict) -> PruningArgs:
 
 def importance():
     return tp.importance.TaylorImportance(group_reduction="mean", normalizer=None, multivariable=True)
-
-
 
 
 def gradient_pass(dataset, batches: int, batch_size: int, seed: int):
@@ -65,16 +63,29 @@ def copied_gradients(model: nn.Module):
     return prepare
 
 
-@register_method("taylor", citation="Molchanov et al. 2019, Importance Estimation for Neural Network Pruning",
-                 granularity="structured", schedule="after_training", check_args=check)
-def taylor(ctx):
+@register_method(
+    "taylor",
+    citation="Molchanov et al. 2019, Importance Estimation for Neural Network Pruning",
+    granularity="structured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+)
+def taylor(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     gradients = gradient_pass(ctx.bundle.train, args.extra["batches"], ctx.cfg.train.batch_size, ctx.cfg.seed)
 
     def prune(model: nn.Module) -> None:
         gradients(model)
-        prune_structured(model, ctx.example_inputs(), KeepBest(importance()), args.sparsity, global_pruning=True,
-                         round_to=args.round_to, prepare=copied_gradients(model))
+        prune_structured(
+            model,
+            ctx.example_inputs(),
+            KeepBest(importance()),
+            args.sparsity,
+            global_pruning=True,
+            round_to=args.round_to,
+            prepare=copied_gradients(model),
+        )
         model.zero_grad(set_to_none=True)  # the scoring gradients are not part of the network
 
     return post_training(ctx, args, "structured", prune)

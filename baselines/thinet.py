@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.methods import register_method
-from benchmark.pruning import PruningArgs, args_checker, positive_int, post_training, prune_structured
-from benchmark.training import make_loader
+from benchmark.api import CellContext, MethodResult, register_method
+from benchmark.cell.pruning import PruningArgs, args_checker, positive_int, post_training, prune_structured
+from benchmark.cell.training import make_loader
 
 _check = args_checker(samples=2000, batches=2)
 
@@ -33,7 +33,9 @@ def check(method_args: dict) -> PruningArgs:
     return args
 
 
-def channel_contributions(conv: nn.Conv2d, inputs: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+def channel_contributions(
+    conv: nn.Conv2d, inputs: torch.Tensor, samples: int, generator: torch.Generator
+) -> torch.Tensor:
     """(in_channels, samples): input channel c's part of `samples` random output values of `conv`."""
     patches = F.unfold(inputs, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
     n, _, positions = patches.shape
@@ -76,8 +78,9 @@ class ThiNetImportance:
         def keep_input(module, inputs, output):  # returns None: the output is left alone
             self.inputs[module] = inputs[0].detach()
 
-        hooks = [m.register_forward_hook(keep_input) for m in model.modules()
-                 if isinstance(m, nn.Conv2d) and m.groups == 1]
+        hooks = [
+            m.register_forward_hook(keep_input) for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1
+        ]
         was_training = model.training
         model.eval()
         try:
@@ -103,14 +106,26 @@ class ThiNetImportance:
         return scores
 
 
-@register_method("thinet", citation="Luo et al. 2017, ThiNet: A Filter Level Pruning Method",
-                 granularity="structured", schedule="after_training", check_args=check)
-def thinet(ctx):
+@register_method(
+    "thinet",
+    citation="Luo et al. 2017, ThiNet: A Filter Level Pruning Method",
+    granularity="structured",
+    schedule="after_training",
+    check_args=check,
+    takes_sparsity=True,
+)
+def thinet(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     loader = make_loader(ctx.bundle.train, ctx.cfg.train.batch_size, shuffle=True, seed=ctx.cfg.seed)
     batches = [x for x, _ in itertools.islice(loader, args.extra["batches"])]
     importance = ThiNetImportance(args.extra["samples"], ctx.cfg.seed)
-    prune = lambda m: prune_structured(m, ctx.example_inputs(), importance, args.sparsity,  # noqa: E731
-                                       global_pruning=False, round_to=args.round_to,
-                                       prepare=lambda copy: importance.record(copy, batches))
+    prune = lambda m: prune_structured(
+        m,
+        ctx.example_inputs(),
+        importance,
+        args.sparsity,  # noqa: E731
+        global_pruning=False,
+        round_to=args.round_to,
+        prepare=lambda copy: importance.record(copy, batches),
+    )
     return post_training(ctx, args, "structured", prune)

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from benchmark.config import RunConfig, apply_mapping, load_yaml, parse_assignment, set_value
-from benchmark.errors import UserError, unknown_choice
+from benchmark.core.config import RunConfig, apply_mapping, load_yaml, parse_assignment, set_value
+from benchmark.core.errors import UserError, unknown_choice
 
 LIST_KINDS = ("methods", "archs", "datasets")
 
@@ -31,14 +31,28 @@ def _cell_options() -> argparse.ArgumentParser:
     opts.add_argument("--seed", type=int, help="seed (default: 0)")
     opts.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
     opts.add_argument("--batch-size", type=int, help="mini-batch size (train.batch_size)")
-    opts.add_argument("--sparsity", help="target parameter pruning rate in [0, 1), or 'matched' "
-                                          "(EDropout's rate for the same cell) (method_args.sparsity)")
+    opts.add_argument(
+        "--sparsity",
+        help="target parameter pruning rate in [0, 1), or 'matched' "
+        "(EDropout's rate for the same cell) (method_args.sparsity)",
+    )
     opts.add_argument("--data-root", help="folder with dataset files (data.root)")
     opts.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
-    opts.add_argument("--config", action="append", default=[], metavar="FILE",
-                      help="YAML file of config keys, applied before --set (repeatable)")
-    opts.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override any config key, e.g. --set train.lr=0.1 (repeatable)")
+    opts.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file of config keys, applied before --set (repeatable)",
+    )
+    opts.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.lr=0.1 (repeatable)",
+    )
     return opts
 
 
@@ -47,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     cell = _cell_options()
 
-    run = sub.add_parser("run", parents=[cell],
-                         help="run one cell (method x arch x dataset x seed) and write metrics.json")
+    run = sub.add_parser(
+        "run", parents=[cell], help="run one cell (method x arch x dataset x seed) and write metrics.json"
+    )
     run.add_argument("--out", required=True, help="output folder for metrics.json and config.json")
     run.add_argument("--save-model", action="store_true", help="also write the final network to OUT/model.pt")
     run.add_argument("--no-track", action="store_true", help="do not log to MLflow")
@@ -59,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("kind", help=f"one of {', '.join(LIST_KINDS)}")
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
 
-    sub.add_parser("config", parents=[cell],
-                   help="print the fully resolved config of a cell and its hash as JSON (runs nothing)")
+    sub.add_parser(
+        "config", parents=[cell], help="print the fully resolved config of a cell and its hash as JSON (runs nothing)"
+    )
     return parser
 
 
@@ -69,8 +85,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for path in args.config:
         apply_mapping(cfg, load_yaml(path), path)
     shortcuts = {
-        "method": args.method, "model.arch": args.arch, "data.name": args.dataset, "seed": args.seed,
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "data.root": args.data_root,
+        "method": args.method,
+        "model.arch": args.arch,
+        "data.name": args.dataset,
+        "seed": args.seed,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "data.root": args.data_root,
     }
     for key, value in shortcuts.items():
         if value is not None:
@@ -79,7 +100,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         try:
             cfg.method_args["sparsity"] = args.sparsity if args.sparsity == "matched" else float(args.sparsity)
         except ValueError:
-            raise UserError(f"bad value for --sparsity: {args.sparsity!r}; give a rate in [0, 1) or 'matched'") from None
+            raise UserError(
+                f"bad value for --sparsity: {args.sparsity!r}; give a rate in [0, 1) or 'matched'"
+            ) from None
     if args.download:
         cfg.data.download = True
     for text in args.overrides:
@@ -89,14 +112,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _warn_broken_plugins() -> None:
     """One stderr line per plugin that failed to load; the run goes on with the healthy methods."""
-    from benchmark.methods import broken_warnings
+    from benchmark.cell.plugins import broken_warnings
 
     for line in broken_warnings():
         print(line, file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import TrackingSettings, identify, run_cell
+    from benchmark.cell.runner import identify, run_cell
+    from benchmark.core.tracking import TrackingSettings
 
     cfg = config_from_args(args)
     identify(cfg)  # bad input stays one `error:` line, so the warnings come after the checks
@@ -105,8 +129,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.experiment:
         tracking.experiment = args.experiment
     metrics = run_cell(cfg, Path(args.out), tracking=tracking, progress=not args.quiet, save_model=args.save_model)
-    summary = {k: metrics[k] for k in ("method", "arch", "dataset", "seed", "top1", "top5", "params", "macs",
-                                        "latency_ms_b1", "train_seconds", "config_hash") if k in metrics}
+    summary = {
+        k: metrics[k]
+        for k in (
+            "method",
+            "arch",
+            "dataset",
+            "seed",
+            "top1",
+            "top5",
+            "params",
+            "macs",
+            "latency_ms_b1",
+            "train_seconds",
+            "config_hash",
+        )
+        if k in metrics
+    }
     print(json.dumps(summary))
     return 0
 
@@ -115,22 +154,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.kind not in LIST_KINDS:
         raise unknown_choice("list kind", args.kind, LIST_KINDS)
     if args.kind == "methods":
-        from benchmark.methods import BROKEN, METHODS, discover
+        from benchmark.cell.plugins import BROKEN, METHODS, discover
 
         discover()
         for name in METHODS.names():
             if fnmatch.fnmatch(name, args.pattern):
                 spec = METHODS.get(name)
-                print(f"{name:20s} {spec.granularity:13s} {spec.schedule:16s} {spec.citation}")
+                rate = "target rate" if spec.takes_sparsity else "own rate"
+                tags = ",".join(sorted(spec.tags | ({"needs-bn"} if spec.needs_batchnorm else set()))) or "-"
+                print(f"{name:20s} {spec.granularity:13s} {spec.schedule:16s} {rate:12s} {tags:14s} {spec.citation}")
         for where, problem in sorted(BROKEN.items()):
             print(f"{'BROKEN':20s} {where}: {problem}")
     elif args.kind == "archs":
-        from benchmark.models import available_archs
+        from benchmark.cell.models import available_archs
 
         for name in fnmatch.filter(available_archs(), args.pattern):
             print(name)
     else:
-        from benchmark.data import DATASETS
+        from benchmark.cell.data import DATASETS
 
         for name in DATASETS.names():
             if fnmatch.fnmatch(name, args.pattern):
@@ -139,7 +180,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from benchmark.runner import identify
+    from benchmark.cell.runner import identify
 
     cell = identify(config_from_args(args))
     _warn_broken_plugins()

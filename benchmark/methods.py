@@ -1,258 +1,29 @@
-"""Pruning methods: a registry filled by plugin files and by installed packages.
+"""Deprecated: the plugin API moved to `benchmark.api` (this name keeps plugins written for 0.1 working).
 
-A method is a function `fn(ctx: CellContext) -> MethodResult` registered with `@register_method`.
-Plugin files are the `*.py` files in `baselines/` and in the folders listed in the environment
-variable PRUNING_BENCH_PLUGINS (separated by `os.pathsep`, ':' on Linux), so a method can live
-outside the repository; installed packages publish methods through the entry-point group
-`pruning_bench.methods` (each entry point names a module to import).
-
-A plugin that cannot be loaded (an import error, a duplicate method name, a broken contract such
-as an unknown granularity) is recorded in BROKEN with a one-line problem; the other methods load.
+A method registered through here without `takes_sparsity` gets it inferred the way 0.1 did, by
+asking its `check_args` whether it accepts `sparsity`, so an old plugin keeps its operating points.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
-import os
-import sys
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import warnings
 
-import torch.nn as nn
+from benchmark.api import MethodResult, MethodSpec
+from benchmark.api import register_method as _register_method
+from benchmark.core.errors import UserError
 
-from benchmark.errors import UserError, unknown_choice
-from benchmark.registry import Registry
+__all__ = ["MethodResult", "MethodSpec", "register_method"]
 
-if TYPE_CHECKING:
-    from benchmark.runner import CellContext
-
-ENTRY_POINT_GROUP = "pruning_bench.methods"
-PLUGIN_DIR = Path(__file__).resolve().parent.parent / "baselines"
-PLUGIN_PATH_ENV = "PRUNING_BENCH_PLUGINS"
-GRANULARITIES = ("none", "structured", "unstructured")
-SCHEDULES = ("none", "at_init", "after_training", "during_training", "iterative")
+warnings.warn("benchmark.methods is deprecated: import from benchmark.api", DeprecationWarning, stacklevel=2)
 
 
-@dataclass
-class MethodResult:
-    """What a method hands back: the final network and any metrics of its own."""
-
-    model: nn.Module
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class MethodSpec:
-    name: str
-    fn: Callable[["CellContext"], MethodResult]
-    citation: str
-    granularity: str
-    schedule: str
-    source: str
-    check_args: Callable[[dict], None] | None = None  # raises UserError on bad method_args
-
-    def validate_args(self, method_args: dict) -> None:
-        if self.check_args is not None:
-            self.check_args(method_args)
-        elif method_args:
-            raise UserError(f"method {self.name!r} takes no method_args, got {', '.join(sorted(method_args))}")
-
-
-METHODS: Registry[MethodSpec] = Registry("method")
-BROKEN: dict[str, str] = {}  # plugin file, folder or entry point -> one-line problem
-BROKEN_NAMES: dict[str, str] = {}  # method name a broken plugin meant to register -> its key in BROKEN
-_scanned: set[Path] = set()  # plugin folders already imported
-_entry_points_loaded = False
-_pending: list[MethodSpec] | None = None  # while a plugin file loads: its methods, added only if it loads
-
-
-def register_method(name: str, *, citation: str, granularity: str, schedule: str,
-                    check_args: Callable[[dict], None] | None = None):
-    """Decorator that registers a pruning method under `name`.
-
-    `check_args(method_args)` validates the method's own settings before anything runs.
-    A contract violation (bad name, citation, granularity or schedule, duplicate name, a
-    non-callable function or `check_args`) raises UserError; during plugin discovery that
-    marks the plugin BROKEN.
-    """
-    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
-        raise UserError(f"method name {name!r}: must be a non-empty string without spaces")
-    if not isinstance(citation, str) or not citation.strip():
-        raise UserError(f"method {name!r}: citation must be a non-empty string, got {citation!r}")
-    if granularity not in GRANULARITIES:
-        raise UserError(f"method {name!r}: granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
-    if schedule not in SCHEDULES:
-        raise UserError(f"method {name!r}: schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if check_args is not None and not callable(check_args):
-        raise UserError(f"method {name!r}: check_args must be callable or None, got {type(check_args).__name__}")
-
-    def decorator(fn: Callable[["CellContext"], MethodResult]):
-        if not callable(fn):
-            raise UserError(f"method {name!r}: the registered object is not callable "
-                            f"(got {type(fn).__name__})")
-        module = getattr(fn, "__module__", None)
-        source = getattr(sys.modules.get(module), "__file__", None) or module
-        if name in METHODS:
-            raise UserError(f"duplicate method name {name!r}: already registered by {METHODS.get(name).source}")
-        spec = MethodSpec(name, fn, citation, granularity, schedule, str(source), check_args)
-        if _pending is None:
-            METHODS.add(name, spec)
-        else:
-            earlier = next((p for p in _pending if p.name == name), None)
-            if earlier is not None:
-                raise UserError(f"duplicate method name {name!r}: already registered by {earlier.source}")
-            _pending.append(spec)
-        return fn
-
-    return decorator
-
-
-def plugin_folders() -> list[Path]:
-    """`baselines/` and the folders named by PRUNING_BENCH_PLUGINS, each once, in that order."""
-    dirs = [PLUGIN_DIR]
-    for entry in os.environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep):
-        if entry.strip():
-            dirs.append(Path(entry.strip()).expanduser())
-    unique: list[Path] = []
-    for folder in dirs:
-        if folder.resolve() not in {d.resolve() for d in unique}:
-            unique.append(folder)
-    return unique
-
-
-def _module_name(path: Path) -> str:
-    if path.parent.resolve() == PLUGIN_DIR:
-        return f"baselines.{path.stem}"
-    # Files of the same name in different folders must not share a module.
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-    return f"_pruning_plugin_{path.stem}_{digest}"
-
-
-def _import_file(path: Path) -> None:
-    """Import one plugin file; its methods are registered only if the whole file loads."""
-    global _pending
-    module_name = _module_name(path)
-    if module_name in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    outer, _pending = _pending, []
-    pending = _pending
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    finally:
-        _pending = outer
-        # Methods of modules the plugin imported are kept even if the plugin itself failed.
-        ok = sys.modules.get(module_name) is module
-        for method in pending:
-            if (ok or getattr(method.fn, "__module__", None) != module_name) and method.name not in METHODS:
-                _commit(method)
-
-
-def _commit(method: MethodSpec) -> None:
-    if _pending is None:
-        METHODS.add(method.name, method)
-    else:
-        _pending.append(method)
-
-
-def describe_error(exc: BaseException, origin: Path | None = None) -> str:
-    """One line: a UserError's message, or 'Type: message' (plus the plugin's line) for anything else."""
-    text = " ".join(str(exc).split())  # one line, whatever the message held
-    if isinstance(exc, UserError):
-        return text or "invalid plugin"
-    problem = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if origin is not None and not isinstance(exc, SyntaxError):  # a SyntaxError names its line already
-        lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__)
-                 if Path(f.filename).resolve() == origin.resolve()]
-        if lines:
-            problem += f" (line {lines[-1]})"
-    return problem
-
-
-def _declared_names(path: Path) -> list[str]:
-    """The names a plugin file passes to `register_method(...)`, read from its source (best effort)."""
-    try:
-        tree = ast.parse(path.read_text())
-    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-        return []
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
-            func = node.func
-            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            if called == "register_method":
-                names.append(node.args[0].value)
-    return names
-
-
-def _mark_broken(where: str, problem: str, names: list[str]) -> None:
-    BROKEN[where] = problem
-    for name in names:
-        if name not in METHODS:
-            BROKEN_NAMES.setdefault(name, where)
-
-
-def _scan(folder: Path) -> None:
-    if not folder.is_dir():
-        _mark_broken(str(folder), f"plugin folder not found (from {PLUGIN_PATH_ENV})", [])
-        return
-    for path in sorted(folder.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        try:
-            _import_file(path)
-        except (Exception, SystemExit) as exc:  # a plugin's bug must not take the other methods down
-            _mark_broken(str(path), describe_error(exc, path), _declared_names(path) + [path.stem])
-
-
-def discover(plugin_dirs: list[Path] | None = None) -> None:
-    """Import every plugin file and entry point once. A broken one is recorded in BROKEN, never fatal.
-
-    Without arguments: `baselines/`, the folders in PRUNING_BENCH_PLUGINS and the entry points,
-    each folder scanned once per process (one added to the variable later is scanned on the next
-    call). With a list of folders: just those, scanned again for files not yet imported.
-    """
-    global _entry_points_loaded
-    for folder in (plugin_folders() if plugin_dirs is None else [Path(f) for f in plugin_dirs]):
-        key = folder.resolve()
-        if plugin_dirs is None and key in _scanned:
-            continue
-        _scan(folder)
-        if folder.is_dir():
-            _scanned.add(key)
-    if plugin_dirs is None and not _entry_points_loaded:
-        _entry_points_loaded = True
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+def register_method(name, *, check_args=None, takes_sparsity=None, **kwargs):
+    if takes_sparsity is None:
+        takes_sparsity = False
+        if callable(check_args):
             try:
-                entry.load()
-            except (Exception, SystemExit) as exc:
-                _mark_broken(f"entry point {entry.name} ({entry.value})", describe_error(exc), [entry.name])
-
-
-def broken_warnings() -> list[str]:
-    """One `warning:` line per plugin that could not be loaded."""
-    return [f"warning: plugin {where} is broken, its methods are not available: {problem}"
-            for where, problem in sorted(BROKEN.items())]
-
-
-def get_method(name: str) -> MethodSpec:
-    discover()
-    if name not in METHODS:
-        if name in BROKEN_NAMES:
-            where = BROKEN_NAMES[name]
-            raise UserError(f"method {name!r} is not available: its plugin {where} is broken: {BROKEN[where]}")
-        raise unknown_choice("method", name, METHODS.names())
-    return METHODS.get(name)
+                check_args({"sparsity": 0.5})
+                takes_sparsity = True
+            except UserError:
+                pass
+    return _register_method(name, check_args=check_args, takes_sparsity=takes_sparsity, **kwargs)

@@ -71,7 +71,7 @@ class EDropoutConfig:
             raise ValueError(f"EDropout min_kept_per_group must be >= 1, got {self.min_kept_per_group}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "EDropoutConfig":
+    def from_dict(cls, values: dict) -> EDropoutConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

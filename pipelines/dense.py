@@ -7,15 +7,22 @@ A cell whose config and code are unchanged is skipped, so re-running the stage c
 
 from __future__ import annotations
 
-from benchmark.execution import run_study
-from benchmark.study import PROJECT_ROOT, dense_cells, get_profile, load_params
+from benchmark.core.paths import prepared_root, results_root
+from benchmark.study.cells import dense_cells
+from benchmark.study.profiles import get_profile, load_params
+from benchmark.study.scheduler import run_study
 from pipelines._main import stage_main
 
 
 def main(argv: list[str]) -> None:
     profile = get_profile(load_params())
-    run_study("dense", dense_cells(profile, PROJECT_ROOT / "results"), profile.executor,
-              study_name=profile.name, prepared=PROJECT_ROOT / "data" / "prepared")
+    run_study(
+        "dense",
+        dense_cells(profile, results_root()),
+        profile.executor,
+        study_name=profile.name,
+        prepared=prepared_root(),
+    )
 
 
 if __name__ == "__main__":

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from benchmark.data import prepare_split
-from benchmark.study import PROJECT_ROOT, get_profile, load_params
+from benchmark.cell.data import prepare_split
+from benchmark.core.paths import prepared_root
+from benchmark.study.profiles import get_profile, load_params
 from pipelines._main import stage_main
-
-OUT = PROJECT_ROOT / "data" / "prepared"
 
 
 def main(argv: list[str]) -> None:
@@ -14,7 +13,7 @@ def main(argv: list[str]) -> None:
     for dataset in profile.datasets:
         for seed in profile.seeds:
             cfg = profile.config("dense", dataset, profile.archs[0], seed).data
-            record = prepare_split(cfg, seed, OUT)
+            record = prepare_split(cfg, seed, prepared_root())
             print(f"prepared {dataset} seed {seed}: {record['sizes']} split {record['split_hash']}")
 
 

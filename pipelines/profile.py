@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from benchmark.errors import UserError
-from benchmark.study import PROJECT_ROOT, set_active_profile
+from benchmark.core.errors import UserError
+from benchmark.core.paths import PROJECT_ROOT
+from benchmark.study.profiles import set_active_profile
 from pipelines._main import stage_main
 
 

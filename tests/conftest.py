@@ -34,7 +34,7 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
 @pytest.fixture
 def tiny_cfg():
     """A cell that trains in about a second: 8x8 digits, one epoch, few latency repeats."""
-    from benchmark.config import RunConfig
+    from benchmark.core.config import RunConfig
 
     cfg = RunConfig()
     cfg.train.epochs = 1
@@ -45,14 +45,29 @@ def tiny_cfg():
     return cfg
 
 
-TINY_ARGS = ["--epochs", "1", "--set", "data.input_size=8", "--set", "measure.latency_repeats=2",
-             "--set", "measure.latency_warmup=1", "--quiet"]
+TINY_ARGS = [
+    "--epochs",
+    "1",
+    "--set",
+    "data.input_size=8",
+    "--set",
+    "measure.latency_repeats=2",
+    "--set",
+    "measure.latency_warmup=1",
+    "--quiet",
+]
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run `python -m benchmark ...` as a user would."""
-    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def mlflow_runs(uri: str, experiment: str = "pruning-benchmark") -> list:
@@ -68,8 +83,9 @@ def mlflow_runs(uri: str, experiment: str = "pruning-benchmark") -> list:
 @pytest.fixture
 def repo_copy(tmp_path):
     """The tracked project files in a fresh git repository: what a new clone has (no results, no MLflow db)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     dest = tmp_path / "repo"
     for name in files:
         if name.startswith(("results/", "data/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
@@ -83,10 +99,20 @@ def repo_copy(tmp_path):
 
 
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "PYTHONPATH": str(repo)}
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, capture_output=True,
-                          text=True, env=env, timeout=900)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+        "PYTHONPATH": str(repo),
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 def crashing_method(folder: Path, train_first: bool = False) -> str:
@@ -94,18 +120,20 @@ def crashing_method(folder: Path, train_first: bool = False) -> str:
     import textwrap
     import uuid
 
-    from benchmark.methods import discover
+    from benchmark.cell.plugins import discover
 
     name = f"explodes_{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.py").write_text(textwrap.dedent(f"""
-        from benchmark.methods import register_method
+    (folder / f"{name}.py").write_text(
+        textwrap.dedent(f"""
+        from benchmark.api import register_method
 
         @register_method("{name}", citation="test", granularity="structured", schedule="during_training")
         def method(ctx):
             if {train_first}:
                 ctx.train(ctx.model, epochs=1)
             raise RuntimeError("pruning step diverged")
-    """))
+    """)
+    )
     discover([folder])
     return name

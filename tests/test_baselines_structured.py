@@ -12,13 +12,13 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch.utils.data import Subset
 
-from benchmark.config import RunConfig
-from benchmark.data import build_dataset
-from benchmark.errors import UserError
-from benchmark.methods import get_method
-from benchmark.models import create_model
-from benchmark.runner import TrackingSettings, resolve, run_cell
-from benchmark.training import train
+from benchmark.cell.data import build_dataset
+from benchmark.cell.models import create_model
+from benchmark.cell.plugins import get_method
+from benchmark.cell.runner import TrackingSettings, resolve, run_cell
+from benchmark.cell.training import train
+from benchmark.core.config import RunConfig
+from benchmark.core.errors import UserError
 from edropout.units import classifier_of
 
 METHODS = ("slimming", "taylor", "fpgm")
@@ -92,7 +92,8 @@ def test_structured_baseline_end_to_end(method, dense, cells):
     if method == "slimming":  # trains from scratch: no dense checkpoint, its own training counted
         assert m["dense_seconds"] == 0 and m["epochs"] == 2
         assert m["total_train_seconds"] == pytest.approx(
-            m["sparsity_train_seconds"] + m["prune_seconds"] + m["finetune_seconds"])
+            m["sparsity_train_seconds"] + m["prune_seconds"] + m["finetune_seconds"]
+        )
     else:  # post-training: the shared dense network, only fine-tuning ran in this cell
         assert m["dense_seconds"] > 0 and m["epochs"] == 1
 
@@ -166,8 +167,15 @@ def test_global_ranking_cuts_a_weak_layer_instead_of_keeping_it_whole(dense):
 
     def pruned_width(scorer) -> int:
         target = copy.deepcopy(model)
-        tp.pruner.MetaPruner(target, example, importance=scorer, pruning_ratio=0.2, global_pruning=True,
-                             max_pruning_ratio=0.95, ignored_layers=[classifier_of(target)]).step()
+        tp.pruner.MetaPruner(
+            target,
+            example,
+            importance=scorer,
+            pruning_ratio=0.2,
+            global_pruning=True,
+            max_pruning_ratio=0.95,
+            ignored_layers=[classifier_of(target)],
+        ).step()
         return target.layer4[0].conv1.out_channels
 
     assert pruned_width(KeepBest(importance())) == 26  # cut to the best 5% of 512

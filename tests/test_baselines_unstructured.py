@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchmark.config import ModelConfig
-from benchmark.errors import UserError
-from benchmark.methods import get_method
-from benchmark.models import create_model
-from benchmark.pruning import prunable_weights, weights_to_remove
-from benchmark.runner import TrackingSettings, run_cell
+from benchmark.cell.models import create_model
+from benchmark.cell.plugins import get_method
+from benchmark.cell.pruning import prunable_weights, weights_to_remove
+from benchmark.cell.runner import TrackingSettings, run_cell
+from benchmark.core.config import ModelConfig
+from benchmark.core.errors import UserError
 
 CELLS = {
     "snip": ({}, 1),
@@ -46,11 +46,18 @@ def test_cell_reaches_the_target_rate_end_to_end(method, tmp_path, tiny_cfg, mon
         assert metrics["rounds"] == 2 and metrics["rewind_epoch"] == 1
 
 
-@pytest.mark.parametrize("method, args", [
-    ("snip", {"batches": 0}), ("snip", {"batches": "two"}), ("synflow", {"iterations": 0}),
-    ("synflow", {"iterations": 1.5}), ("imp", {"rounds": 0}), ("imp", {"rewind_epoch": -1}),
-    ("lamp", {"rounds": 2}),
-])
+@pytest.mark.parametrize(
+    "method, args",
+    [
+        ("snip", {"batches": 0}),
+        ("snip", {"batches": "two"}),
+        ("synflow", {"iterations": 0}),
+        ("synflow", {"iterations": 1.5}),
+        ("imp", {"rounds": 0}),
+        ("imp", {"rewind_epoch": -1}),
+        ("lamp", {"rounds": 2}),
+    ],
+)
 def test_bad_method_args_are_rejected_before_anything_runs(method, args):
     with pytest.raises(UserError, match="method_args"):
         get_method(method).validate_args(args)
@@ -98,14 +105,18 @@ def test_snip_ranks_weights_inside_zero_initialised_residual_branches():
 def test_lamp_scores_of_one_layer():
     from baselines.lamp import lamp_scores
 
-    torch.testing.assert_close(lamp_scores(torch.tensor([1.0, 2.0, 3.0])),
-                               torch.tensor([1 / 14, 4 / 13, 9 / 9], dtype=torch.float64))
+    torch.testing.assert_close(
+        lamp_scores(torch.tensor([1.0, 2.0, 3.0])), torch.tensor([1 / 14, 4 / 13, 9 / 9], dtype=torch.float64)
+    )
     # order, sign and shape do not matter; the largest weight of a layer always scores 1
-    torch.testing.assert_close(lamp_scores(torch.tensor([[3.0, -1.0], [-2.0, 0.0]])),
-                               torch.tensor([[1.0, 1 / 14], [4 / 13, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        lamp_scores(torch.tensor([[3.0, -1.0], [-2.0, 0.0]])),
+        torch.tensor([[1.0, 1 / 14], [4 / 13, 0.0]], dtype=torch.float64),
+    )
     # equal magnitudes share the denominator (every v with w_v^2 >= w_u^2)
-    torch.testing.assert_close(lamp_scores(torch.tensor([1.0, 1.0, 2.0])),
-                               torch.tensor([1 / 6, 1 / 6, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        lamp_scores(torch.tensor([1.0, 1.0, 2.0])), torch.tensor([1 / 6, 1 / 6, 1.0], dtype=torch.float64)
+    )
 
 
 # -- SynFlow --------------------------------------------------------------------------------------

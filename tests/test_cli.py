@@ -7,15 +7,47 @@ import pytest
 from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
 
 REQUIRED = {
-    "method", "arch", "dataset", "seed", "epochs", "status", "top1", "top5", "params", "params_nonzero", "macs",
-    "latency_ms_b1", "latency_ms_b64", "train_seconds", "config", "config_hash", "versions", "git_commit",
+    "method",
+    "arch",
+    "dataset",
+    "seed",
+    "epochs",
+    "status",
+    "top1",
+    "top5",
+    "params",
+    "params_nonzero",
+    "macs",
+    "latency_ms_b1",
+    "latency_ms_b64",
+    "train_seconds",
+    "config",
+    "config_hash",
+    "versions",
+    "git_commit",
 }
 
 
 def test_run_writes_metrics_and_one_mlflow_run(tmp_path, mlflow_uri):
     out = tmp_path / "cell"
-    proc = run_cli("run", "--method", "dense", "--arch", "resnet18", "--dataset", "digits", "--seed", "0",
-                   "--out", str(out), "--epochs", "2", *TINY_ARGS[2:], "--set", "measure.latency_batch_sizes=[1, 64]")
+    proc = run_cli(
+        "run",
+        "--method",
+        "dense",
+        "--arch",
+        "resnet18",
+        "--dataset",
+        "digits",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        *TINY_ARGS[2:],
+        "--set",
+        "measure.latency_batch_sizes=[1, 64]",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED <= set(metrics)
@@ -46,8 +78,9 @@ def test_yaml_config_then_set_overrides(tmp_path, mlflow_uri):
     cfg_file = tmp_path / "exp.yaml"
     cfg_file.write_text("train:\n  lr: 0.01\n  batch_size: 32\n")
     out = tmp_path / "cell"
-    proc = run_cli("run", "--out", str(out), "--config", str(cfg_file), "--set", "train.lr=0.02", *TINY_ARGS,
-                   "--no-track")
+    proc = run_cli(
+        "run", "--out", str(out), "--config", str(cfg_file), "--set", "train.lr=0.02", *TINY_ARGS, "--no-track"
+    )
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["train"]["lr"] == 0.02 and config["train"]["batch_size"] == 32
@@ -56,8 +89,10 @@ def test_yaml_config_then_set_overrides(tmp_path, mlflow_uri):
     # `config` resolves the same cell without running it: same config, same hash
     shown = run_cli("config", "--config", str(cfg_file), "--set", "train.lr=0.02", *TINY_ARGS[:-1])
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout) == {"config": config,
-                                        "config_hash": json.loads((out / "metrics.json").read_text())["config_hash"]}
+    assert json.loads(shown.stdout) == {
+        "config": config,
+        "config_hash": json.loads((out / "metrics.json").read_text())["config_hash"],
+    }
 
 
 def _not_a_dir(tmp_path):
@@ -73,7 +108,10 @@ BAD_INPUTS = {
     "zero epochs": (["--epochs", "0"], "'train.epochs': must be > 0, got 0"),
     "negative batch": (["--batch-size", "-4"], "'train.batch_size': must be > 0, got -4"),
     "malformed set": (["--set", "train.lr"], "malformed --set 'train.lr'"),
-    "unknown key": (["--set", "train.momentom=0.5"], "unknown config key 'train.momentom'; did you mean: train.momentum"),
+    "unknown key": (
+        ["--set", "train.momentom=0.5"],
+        "unknown config key 'train.momentom'; did you mean: train.momentum",
+    ),
     "bad type": (["--set", "train.epochs=many"], "bad value for 'train.epochs': expected int, got 'many'"),
     "missing files": (["--dataset", "mnist", "--data-root", "{empty}"], "dataset 'mnist' not found under"),
     "small arch input": (["--arch", "convnext_atto"], "cannot take 8x8 inputs"),

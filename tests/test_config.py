@@ -1,9 +1,16 @@
 import pytest
 
-from benchmark.config import (
-    RunConfig, apply_mapping, config_hash, flatten, load_yaml, parse_assignment, set_value, validate,
+from benchmark.core.config import (
+    RunConfig,
+    apply_mapping,
+    config_hash,
+    flatten,
+    load_yaml,
+    parse_assignment,
+    set_value,
+    validate,
 )
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 
 def test_set_value_converts_int_to_float_and_checks_types():
@@ -61,15 +68,18 @@ def test_config_hash_tracks_what_changes_results_only():
     assert config_hash(moved) == base  # where the files live does not change the result
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("train.epochs", 0, "train.epochs.*must be > 0"),
-    ("train.batch_size", -3, "train.batch_size.*must be > 0"),
-    ("train.lr", 0.0, "train.lr.*must be > 0"),
-    ("train.optimizer", "adam", "unknown optimizer 'adam'.*sgd"),
-    ("train.schedule", "linear", "unknown schedule 'linear'"),
-    ("data.val_fraction", 1.5, "data.val_fraction.*\\[0, 1\\)"),
-    ("measure.latency_batch_sizes", [], "latency_batch_sizes"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("train.epochs", 0, "train.epochs.*must be > 0"),
+        ("train.batch_size", -3, "train.batch_size.*must be > 0"),
+        ("train.lr", 0.0, "train.lr.*must be > 0"),
+        ("train.optimizer", "adam", "unknown optimizer 'adam'.*sgd"),
+        ("train.schedule", "linear", "unknown schedule 'linear'"),
+        ("data.val_fraction", 1.5, "data.val_fraction.*\\[0, 1\\)"),
+        ("measure.latency_batch_sizes", [], "latency_batch_sizes"),
+    ],
+)
 def test_validate_rejects_bad_values(key, value, message):
     cfg = RunConfig()
     set_value(cfg, key, value)
@@ -89,3 +99,51 @@ def test_yaml_file_then_overrides(tmp_path):
         load_yaml(tmp_path / "bad.yaml")
     with pytest.raises(UserError, match="not found"):
         load_yaml(tmp_path / "absent.yaml")
+
+
+def test_adding_a_knob_with_a_default_keeps_every_hash():
+    """The hash covers the fields that differ from their defaults (plus a schema version), as open_lth does."""
+    import dataclasses
+
+    from benchmark.core.config import SCHEMA_VERSION, TrainConfig, non_default_fields
+
+    @dataclasses.dataclass
+    class NewTrain(TrainConfig):
+        label_smoothing: float = 0.0  # a knob added later, with a default that keeps old behaviour
+
+    @dataclasses.dataclass
+    class NewRun(RunConfig):
+        train: NewTrain = dataclasses.field(default_factory=NewTrain)
+
+    old, new = RunConfig(), NewRun()
+    for cfg in (old, new):
+        cfg.train.lr, cfg.method_args = 0.1, {"sparsity": 0.5}
+    assert config_hash(new) == config_hash(old)
+    assert non_default_fields(old) == {"train.lr": 0.1, "method_args.sparsity": 0.5}
+    new.train.label_smoothing = 0.1  # set away from its default, it is part of what was run
+    assert config_hash(new) != config_hash(old)
+    assert isinstance(SCHEMA_VERSION, int)
+
+
+def test_the_schema_version_is_part_of_the_hash(monkeypatch):
+    from benchmark.core import config as config_module
+
+    before = config_hash(RunConfig())
+    monkeypatch.setattr(config_module, "SCHEMA_VERSION", config_module.SCHEMA_VERSION + 1)
+    assert config_hash(RunConfig()) != before
+
+
+def test_a_changed_default_is_caught_by_comparing_the_stored_config():
+    """Defaults are left out of the hash, so a result also stores its full config: if a default changes,
+    the stored config disagrees with the current one and the cell runs again."""
+    from benchmark.core.config import same_config
+
+    stored = RunConfig().to_dict()
+    assert same_config(stored, RunConfig())
+    changed = RunConfig()
+    changed.train.momentum = 0.95  # what a changed default looks like to an old result
+    assert not same_config(stored, changed)
+    older = RunConfig().to_dict()
+    del older["train"]["rho"]  # a result from before a knob existed: the knob was at its default
+    assert same_config(older, RunConfig())
+    assert not same_config("not a config", RunConfig())

@@ -2,7 +2,7 @@
 
 Each test writes a handful of samples in the on-disk layout the real dataset ships in (IDX files,
 Python-2 pickles, JPEGs + MATLAB files, class folders of PNGs) under `tmp_path` and loads them
-through `benchmark.data.build_dataset`, so torchvision's real reading code runs; nothing is
+through `benchmark.cell.data.build_dataset`, so torchvision's real reading code runs; nothing is
 mocked and nothing is downloaded.
 """
 
@@ -18,9 +18,9 @@ import scipy.io
 import torch
 from PIL import Image
 
-from benchmark.config import DataConfig
-from benchmark.data import MEAN_STD, build_dataset
-from benchmark.errors import UserError
+from benchmark.cell.data import MEAN_STD, build_dataset
+from benchmark.core.config import DataConfig
+from benchmark.core.errors import UserError
 
 GRAY_MEAN, GRAY_STD = (np.asarray(v, dtype=np.float32) for v in MEAN_STD[1])
 RGB_MEAN, RGB_STD = (np.asarray(v, dtype=np.float32) for v in MEAN_STD[3])
@@ -175,20 +175,29 @@ def write_cifar10(root: Path, per_batch: int = 8, n_test: int = 10) -> dict:
     train_x = _cifar_images(rng, 5 * per_batch)
     for b in range(5):
         rows = slice(b * per_batch, (b + 1) * per_batch)
-        _py2_dump(folder / f"data_batch_{b + 1}", {
-            b"batch_label": f"training batch {b + 1} of 5".encode(),
-            b"labels": train_y[rows],
-            b"data": train_x[rows],
-            b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)],
-        })
+        _py2_dump(
+            folder / f"data_batch_{b + 1}",
+            {
+                b"batch_label": f"training batch {b + 1} of 5".encode(),
+                b"labels": train_y[rows],
+                b"data": train_x[rows],
+                b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)],
+            },
+        )
     test_y = rng.permutation(np.repeat(classes, n_test // len(classes))).tolist()
     test_x = _cifar_images(rng, n_test)
-    _py2_dump(folder / "test_batch", {
-        b"batch_label": b"testing batch 1 of 1", b"labels": test_y, b"data": test_x,
-        b"filenames": [f"test_{i}.png".encode() for i in range(n_test)],
-    })
-    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer",
-                                  "dog", "frog", "horse", "ship", "truck")]
+    _py2_dump(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": test_y,
+            b"data": test_x,
+            b"filenames": [f"test_{i}.png".encode() for i in range(n_test)],
+        },
+    )
+    names = [
+        n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    ]
     _py2_dump(folder / "batches.meta", {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072})
     return {"train_x": train_x, "train_y": np.asarray(train_y), "test_x": test_x, "test_y": np.asarray(test_y)}
 
@@ -202,18 +211,24 @@ def write_cifar100(root: Path, n_train: int = 40, n_test: int = 10) -> dict:
     for split, n in (("train", n_train), ("test", n_test)):
         fine = rng.permutation(np.repeat(classes, n // len(classes))).tolist()
         x = _cifar_images(rng, n)
-        _py2_dump(folder / split, {
-            b"filenames": [f"{split}_{i}.png".encode() for i in range(n)],
-            b"batch_label": f"{split}ing batch 1 of 1".encode(),
-            b"fine_labels": fine,
-            b"coarse_labels": [f // 5 for f in fine],
-            b"data": x,
-        })
+        _py2_dump(
+            folder / split,
+            {
+                b"filenames": [f"{split}_{i}.png".encode() for i in range(n)],
+                b"batch_label": f"{split}ing batch 1 of 1".encode(),
+                b"fine_labels": fine,
+                b"coarse_labels": [f // 5 for f in fine],
+                b"data": x,
+            },
+        )
         out[f"{split}_x"], out[f"{split}_y"] = x, np.asarray(fine)
-    _py2_dump(folder / "meta", {
-        b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
-        b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)],
-    })
+    _py2_dump(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)],
+        },
+    )
     return out
 
 
@@ -411,8 +426,9 @@ def test_imagefolder_train_only_splits_val_and_test_off(tmp_path):
         k = int(bundle.split.test[i])
         assert y == k // 10
         assert torch.equal(x, bundle.test[i][0])
-        np.testing.assert_allclose(x.mean(dim=(1, 2)).numpy(),
-                                   _expected_mean(data["train"][IMAGEFOLDER_CLASSES[y]][k % 10]), atol=0.05)
+        np.testing.assert_allclose(
+            x.mean(dim=(1, 2)).numpy(), _expected_mean(data["train"][IMAGEFOLDER_CLASSES[y]][k % 10]), atol=0.05
+        )
     torch.manual_seed(0)
     reads = [bundle.train[0][0] for _ in range(4)]
     assert any(not torch.equal(reads[0], r) for r in reads[1:])  # augment by default
@@ -430,14 +446,16 @@ def test_imagefolder_uses_a_test_folder_when_present(tmp_path):
     assert _labels(bundle.test) == [0, 0, 1, 1, 2, 2]
     for i, (x, y) in enumerate(bundle.test[j] for j in range(6)):
         assert x.shape == (3, 32, 32)
-        np.testing.assert_allclose(x.mean(dim=(1, 2)).numpy(),
-                                   _expected_mean(data["test"][IMAGEFOLDER_CLASSES[y]][i % 2]), atol=0.05)
+        np.testing.assert_allclose(
+            x.mean(dim=(1, 2)).numpy(), _expected_mean(data["test"][IMAGEFOLDER_CLASSES[y]][i % 2]), atol=0.05
+        )
 
 
 def test_imagefolder_class_folders_directly_in_root(tmp_path):
     write_imagefolder(tmp_path / "x", {"flat": 10})
-    bundle = build_dataset(_cfg("imagefolder", tmp_path / "x" / "flat", input_size=16,
-                                val_fraction=0.2, test_fraction=0.2), seed=0)
+    bundle = build_dataset(
+        _cfg("imagefolder", tmp_path / "x" / "flat", input_size=16, val_fraction=0.2, test_fraction=0.2), seed=0
+    )
     assert bundle.num_classes == 3
     assert sum(bundle.sizes().values()) == 30
     assert bundle.val[0][0].shape == (3, 16, 16)
@@ -500,13 +518,16 @@ def test_missing_files_raise_one_line_user_error(tmp_path, name):
     assert list(root.iterdir()) == []  # nothing downloaded or created
 
 
-@pytest.mark.parametrize("name,drop", [
-    ("mnist", "MNIST/raw/t10k-labels-idx1-ubyte"),
-    ("cifar10", "cifar-10-batches-py/data_batch_5"),
-    ("cifar10", "cifar-10-batches-py/batches.meta"),
-    ("cifar100", "cifar-100-python/meta"),
-    ("flowers102", "flowers-102/setid.mat"),
-])
+@pytest.mark.parametrize(
+    "name,drop",
+    [
+        ("mnist", "MNIST/raw/t10k-labels-idx1-ubyte"),
+        ("cifar10", "cifar-10-batches-py/data_batch_5"),
+        ("cifar10", "cifar-10-batches-py/batches.meta"),
+        ("cifar100", "cifar-100-python/meta"),
+        ("flowers102", "flowers-102/setid.mat"),
+    ],
+)
 def test_one_missing_file_is_a_user_error(tmp_path, name, drop):
     if name == "flowers102":
         write_flowers(tmp_path)
@@ -541,16 +562,17 @@ REFUSED = "http://127.0.0.1:1/"
 
 @pytest.mark.parametrize("name", sorted(MISSING))
 def test_failed_download_is_a_one_line_user_error(tmp_path, monkeypatch, name):
-    import benchmark.data as bd
     from torchvision import datasets as tvd
+
+    from benchmark.cell.data import cifar, flowers
 
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     for cls in (tvd.MNIST, tvd.FashionMNIST, tvd.KMNIST):
         monkeypatch.setattr(cls, "mirrors", [REFUSED])
-    monkeypatch.setattr(bd._PresenceCheckedCIFAR10, "url", REFUSED + "cifar-10-python.tar.gz")
-    monkeypatch.setattr(bd._PresenceCheckedCIFAR100, "url", REFUSED + "cifar-100-python.tar.gz")
-    monkeypatch.setattr(bd._PresenceCheckedFlowers102, "_download_url_prefix", REFUSED)
+    monkeypatch.setattr(cifar._PresenceCheckedCIFAR10, "url", REFUSED + "cifar-10-python.tar.gz")
+    monkeypatch.setattr(cifar._PresenceCheckedCIFAR100, "url", REFUSED + "cifar-100-python.tar.gz")
+    monkeypatch.setattr(flowers._PresenceCheckedFlowers102, "_download_url_prefix", REFUSED)
     with pytest.raises(UserError) as info:
         build_dataset(DataConfig(name=name, root=str(tmp_path), download=True), seed=0)
     _assert_one_line(str(info.value), "download of dataset", repr(name), "failed", str(tmp_path), MISSING[name][0])

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.config import DataConfig
-from benchmark.data import build_dataset, prepare_split
+from benchmark.cell.data import build_dataset, prepare_split
+from benchmark.core.config import DataConfig
 
 
 def _labels(ds):

@@ -113,13 +113,15 @@ def test_masked_and_shrunk_networks_agree(arch):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in ctrl.full_network().parameters())
 
 
-@pytest.mark.parametrize("epochs,stop_fraction,searched_epochs", [(1, 0.5, 1), (2, 0.5, 1), (8, 0.5, 4), (3, 1.0, 3),
-                                                                    (2, 0.0, 0)])
+@pytest.mark.parametrize(
+    "epochs,stop_fraction,searched_epochs", [(1, 0.5, 1), (2, 0.5, 1), (8, 0.5, 4), (3, 1.0, 3), (2, 0.0, 0)]
+)
 def test_the_search_runs_for_stop_fraction_of_the_epochs_and_at_least_one(epochs, stop_fraction, searched_epochs):
     model = _model()
     x, y = _batch()
-    ctrl = EDropout(model, x[:1], epochs=epochs, config=EDropoutConfig(stop_fraction=stop_fraction, patience=None,
-                                                                        shrink=False))
+    ctrl = EDropout(
+        model, x[:1], epochs=epochs, config=EDropoutConfig(stop_fraction=stop_fraction, patience=None, shrink=False)
+    )
     for _ in range(epochs):
         for _ in range(2):  # two steps per epoch
             ctrl.before_step(x, y)
@@ -198,10 +200,12 @@ def test_pruned_weights_and_statistics_do_not_change_during_training():
         off, on = (~bits).nonzero().flatten(), bits.nonzero().flatten()
         for piece in group.slices:
             now, then = tensors[piece.name], before[piece.name]
-            assert torch.equal(now.index_select(piece.dim, piece.index[off]),
-                               then.index_select(piece.dim, piece.index[off])), piece.name
+            assert torch.equal(
+                now.index_select(piece.dim, piece.index[off]), then.index_select(piece.dim, piece.index[off])
+            ), piece.name
             if piece.name.endswith("weight") and not torch.equal(
-                    now.index_select(piece.dim, piece.index[on]), then.index_select(piece.dim, piece.index[on])):
+                now.index_select(piece.dim, piece.index[on]), then.index_select(piece.dim, piece.index[on])
+            ):
                 changed_kept = True
     assert changed_kept  # the kept units did train
 
@@ -229,13 +233,16 @@ def test_filter_layout_masks_each_conv_and_zeroes_filters_at_the_end():
     assert torch.allclose(masked, final, atol=1e-4)
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"population": 3}, "population must be >= 4"),
-    ({"kappa": 0.0}, "kappa must be > 0"),
-    ({"kappa": -1.0}, "kappa must be > 0"),
-    ({"energy": "ising"}, "energy 'ising' is not one of margin, cross_entropy"),
-    ({"layout": "channel"}, "layout 'channel' is not one of group, filter"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"population": 3}, "population must be >= 4"),
+        ({"kappa": 0.0}, "kappa must be > 0"),
+        ({"kappa": -1.0}, "kappa must be > 0"),
+        ({"energy": "ising"}, "energy 'ising' is not one of margin, cross_entropy"),
+        ({"layout": "channel"}, "layout 'channel' is not one of group, filter"),
+    ],
+)
 def test_bad_settings_are_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
         EDropoutConfig(**change).validate()

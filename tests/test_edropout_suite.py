@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmark.speed import population_eval_speed
+from benchmark.tools.speed import population_eval_speed
 from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
 
 EPOCHS = ["--epochs", "2"]
@@ -12,12 +12,19 @@ EPOCHS = ["--epochs", "2"]
 
 def test_edropout_cell_end_to_end(tmp_path, mlflow_uri):
     out = tmp_path / "cell"
-    proc = run_cli("run", "--method", "edropout", "--out", str(out), *TINY_ARGS[2:], *EPOCHS,
-                   "--set", "method_args.energy_batch=8")
+    proc = run_cli(
+        "run", "--method", "edropout", "--out", str(out), *TINY_ARGS[2:], *EPOCHS, "--set", "method_args.energy_batch=8"
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("param_pruning_rate", "channel_pruning_rate", "top1_full", "top5_full", "search_seconds",
-                "converged_epoch"):
+    for key in (
+        "param_pruning_rate",
+        "channel_pruning_rate",
+        "top1_full",
+        "top5_full",
+        "search_seconds",
+        "converged_epoch",
+    ):
         assert key in m, key
     assert m["converged_epoch"] == 2  # stop_fraction 0.5 of 2 epochs: the search ends after epoch 1
     assert 0.0 < m["channel_pruning_rate"] < 1.0 and 0.0 < m["param_pruning_rate"] < 1.0
@@ -43,8 +50,10 @@ def test_bad_edropout_settings_fail_before_anything_runs(tmp_path, mlflow_uri):
     out = tmp_path / "cell"
     proc = run_cli("run", "--method", "edropout", "--out", str(out), *TINY_ARGS, "--set", "method_args.population=3")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: bad method_args for edropout: EDropout population must be >= 4 "
-                                   "(differential evolution needs a parent and three distinct donors), got 3")
+    assert proc.stderr.strip() == (
+        "error: bad method_args for edropout: EDropout population must be >= 4 "
+        "(differential evolution needs a parent and three distinct donors), got 3"
+    )
     assert not (out / "metrics.json").exists() and mlflow_runs(mlflow_uri) == []
 
 

@@ -2,13 +2,18 @@
 
 import pytest
 
-from benchmark.config import RunConfig
-from benchmark.methods import METHODS, discover
-from benchmark.runner import TrackingSettings, run_cell
+from benchmark.cell.plugins import METHODS, discover
+from benchmark.cell.runner import TrackingSettings, run_cell
+from benchmark.core.config import RunConfig
 
 discover()
 PRUNING = [name for name in METHODS.names() if METHODS.get(name).granularity != "none" and name != "edropout"]
-FAST = {"synflow": {"iterations": 10}, "imp": {"rounds": 1}, "taylor": {"batches": 1}, "thinet": {"samples": 200, "batches": 1}}
+FAST = {
+    "synflow": {"iterations": 10},
+    "imp": {"rounds": 1},
+    "taylor": {"batches": 1},
+    "thinet": {"samples": 200, "batches": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +40,21 @@ def test_method_reaches_the_target_rate_within_one_point(method, sparsity, store
 
 
 def test_the_registry_has_the_published_baselines():
-    expected = {"dense", "random_structured", "random_unstructured", "global_magnitude", "layer_magnitude",
-                "l1_filter", "slimming", "taylor", "snip", "synflow", "lamp", "fpgm", "imp", "thinet", "edropout"}
+    expected = {
+        "dense",
+        "random_structured",
+        "random_unstructured",
+        "global_magnitude",
+        "layer_magnitude",
+        "l1_filter",
+        "slimming",
+        "taylor",
+        "snip",
+        "synflow",
+        "lamp",
+        "fpgm",
+        "imp",
+        "thinet",
+        "edropout",
+    }
     assert expected <= set(METHODS.names())

@@ -16,17 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.aggregate import write_results_csv
-from benchmark.config import RunConfig
-from benchmark.execution import FAILED_FILE, plan_workers, run_study
-from benchmark.runner import TrackingSettings
-from benchmark.study import (
-    Cell,
-    ExecutorSettings,
-    dense_cells,
-    get_profile,
-    method_cells,
-)
+from benchmark.core.config import RunConfig
+from benchmark.core.tracking import TrackingSettings
+from benchmark.study.aggregate import write_results_csv
+from benchmark.study.cells import Cell, dense_cells, method_cells
+from benchmark.study.profiles import ExecutorSettings, get_profile
+from benchmark.study.scheduler import FAILED_FILE, plan_workers, run_study
 from tests.conftest import crashing_method, mlflow_runs
 
 
@@ -43,7 +38,7 @@ def _children(uri: str) -> list:
 
 
 def test_workers_share_the_cores_instead_of_oversubscribing(monkeypatch):
-    monkeypatch.setattr("benchmark.execution.cpu_cores", lambda: 8)
+    monkeypatch.setattr("benchmark.study.backends.cpu_cores", lambda: 8)
     assert plan_workers(ExecutorSettings(workers=2)) == (2, 4)
     assert plan_workers(ExecutorSettings()) == (8, 1)
     assert plan_workers(ExecutorSettings(workers=4), cells=1) == (1, 8)  # one cell left: it gets every core
@@ -52,8 +47,13 @@ def test_workers_share_the_cores_instead_of_oversubscribing(monkeypatch):
 
 def test_two_workers_log_50_cells_into_one_sqlite_store_without_losing_a_run(tmp_path, mlflow_uri):
     cells = [Cell(_tiny(seed), tmp_path / "results" / f"seed{seed}", "dense") for seed in range(50)]
-    outcome = run_study("fifty", cells, ExecutorSettings(backend="local", workers=2),
-                        TrackingSettings(uri=mlflow_uri), lock_folder=tmp_path)
+    outcome = run_study(
+        "fifty",
+        cells,
+        ExecutorSettings(backend="local", workers=2),
+        TrackingSettings(uri=mlflow_uri),
+        lock_folder=tmp_path,
+    )
     assert (outcome.finished, outcome.failed) == (50, [])
     runs = _children(mlflow_uri)
     assert len(runs) == 50 and {r.info.status for r in runs} == {"FINISHED"}
@@ -68,8 +68,9 @@ def test_a_failing_cell_is_recorded_and_the_study_goes_on(tmp_path, mlflow_uri, 
     name = crashing_method(tmp_path / "plugins")
     monkeypatch.setenv("PRUNING_BENCH_PLUGINS", str(tmp_path / "plugins"))  # the spawned workers find it too
     bad, good = Cell(_tiny(0, name), tmp_path / "bad", name), Cell(_tiny(0), tmp_path / "good", "dense")
-    outcome = run_study("mixed", [bad, good], ExecutorSettings(workers=2), TrackingSettings(uri=mlflow_uri),
-                        lock_folder=tmp_path)
+    outcome = run_study(
+        "mixed", [bad, good], ExecutorSettings(workers=2), TrackingSettings(uri=mlflow_uri), lock_folder=tmp_path
+    )
     assert outcome.finished == 1
     assert outcome.failed == [(bad.label, "RuntimeError: pruning step diverged")]
     assert json.loads((bad.out / FAILED_FILE).read_text())["error"] == "RuntimeError: pruning step diverged"
@@ -82,20 +83,30 @@ def test_a_failing_cell_is_recorded_and_the_study_goes_on(tmp_path, mlflow_uri, 
 
 def test_matched_cells_wait_for_edropout_and_fail_cleanly_without_it(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHMARK_RESULTS", str(tmp_path / "results"))
-    params = {"profiles": {"m": {"datasets": ["digits"], "archs": ["test_resnet"], "seeds": [0], "epochs": 1,
-                                 "methods": ["edropout", "random_structured"], "operating_points": ["matched"],
-                                 "set": {"data.input_size": 8, "measure.latency_repeats": 1}}}}
+    params = {
+        "profiles": {
+            "m": {
+                "datasets": ["digits"],
+                "archs": ["test_resnet"],
+                "seeds": [0],
+                "epochs": 1,
+                "methods": ["edropout", "random_structured"],
+                "operating_points": ["matched"],
+                "set": {"data.input_size": 8, "measure.latency_repeats": 1},
+            }
+        }
+    }
     profile = get_profile(params, "m")
     cells = method_cells(profile, tmp_path / "results")
     assert [c.operating_point for c in cells] == ["edropout", "matched"]
     assert cells[1].after == cells[0].out
     # without EDropout's cell in the study, the matched cell fails with the reason, nothing crashes
-    outcome = run_study("m", cells[1:], ExecutorSettings(backend="serial"), TrackingSettings(enabled=False),
-                        lock_folder=tmp_path)
+    outcome = run_study(
+        "m", cells[1:], ExecutorSettings(backend="serial"), TrackingSettings(enabled=False), lock_folder=tmp_path
+    )
     assert outcome.failed and "needs the result in" in outcome.failed[0][1] and "has no result" in outcome.failed[0][1]
     # with it, the matched cell runs after EDropout, at EDropout's rate
-    outcome = run_study("m", cells, ExecutorSettings(workers=2), TrackingSettings(enabled=False),
-                        lock_folder=tmp_path)
+    outcome = run_study("m", cells, ExecutorSettings(workers=2), TrackingSettings(enabled=False), lock_folder=tmp_path)
     assert (outcome.finished, outcome.failed) == (2, [])
     edropout = json.loads((cells[0].out / "metrics.json").read_text())
     matched = json.loads((cells[1].out / "metrics.json").read_text())
@@ -104,7 +115,11 @@ def test_matched_cells_wait_for_edropout_and_fail_cleanly_without_it(tmp_path, m
 
 
 KILL_PROFILE = {
-    "datasets": ["digits"], "archs": ["test_resnet"], "seeds": [0, 1], "epochs": 2, "finetune_epochs": 1,
+    "datasets": ["digits"],
+    "archs": ["test_resnet"],
+    "seeds": [0, 1],
+    "epochs": 2,
+    "finetune_epochs": 1,
     "methods": ["edropout", "l1_filter", "global_magnitude", "random_structured"],
     "operating_points": [0.5, "matched"],
     "set": {"data.input_size": 8, "measure.latency_repeats": 2, "measure.latency_batch_sizes": [1]},
@@ -114,8 +129,15 @@ KILL_PROFILE = {
 
 def _cells_stage(repo: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "PYTHONPATH": str(repo)}
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cells"], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cells"],
+        cwd=repo,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -153,43 +175,69 @@ def test_a_study_killed_with_sigkill_resumes_without_duplicate_runs(repo_copy):
 def test_the_ray_backend_runs_cells_on_a_local_ray_instance(tmp_path, mlflow_uri):
     pytest.importorskip("ray")
     cells = [Cell(_tiny(seed), tmp_path / "results" / f"seed{seed}", "dense") for seed in range(3)]
-    outcome = run_study("ray", cells, ExecutorSettings(backend="ray", cpus_per_cell=1),
-                        TrackingSettings(uri=mlflow_uri), lock_folder=tmp_path)
+    outcome = run_study(
+        "ray",
+        cells,
+        ExecutorSettings(backend="ray", cpus_per_cell=1),
+        TrackingSettings(uri=mlflow_uri),
+        lock_folder=tmp_path,
+    )
     assert (outcome.finished, outcome.failed) == (3, [])
     for cell in cells:  # the driver wrote what the Ray tasks sent back
         metrics = json.loads((cell.out / "metrics.json").read_text())
         assert metrics["status"] == "finished" and (cell.out / "config.json").is_file()
     runs = _children(mlflow_uri)
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
-    again = run_study("ray", cells, ExecutorSettings(backend="ray"), TrackingSettings(uri=mlflow_uri),
-                      lock_folder=tmp_path)
+    again = run_study(
+        "ray", cells, ExecutorSettings(backend="ray"), TrackingSettings(uri=mlflow_uri), lock_folder=tmp_path
+    )
     assert (again.finished, again.skipped) == (0, 3)
 
 
 def test_ray_on_a_cluster_refuses_a_local_sqlite_store(monkeypatch, tmp_path):
     pytest.importorskip("ray")
-    from benchmark.errors import UserError
+    from benchmark.core.errors import UserError
 
     monkeypatch.setenv("RAY_ADDRESS", "ray://head.example.org:10001")
     with pytest.raises(UserError, match="needs MLflow on a tracking server"):
-        run_study("ray", [Cell(_tiny(), tmp_path / "c", "dense")], ExecutorSettings(backend="ray"),
-                  TrackingSettings(uri=f"sqlite:///{tmp_path / 'm.db'}"), lock_folder=tmp_path)
+        run_study(
+            "ray",
+            [Cell(_tiny(), tmp_path / "c", "dense")],
+            ExecutorSettings(backend="ray"),
+            TrackingSettings(uri=f"sqlite:///{tmp_path / 'm.db'}"),
+            lock_folder=tmp_path,
+        )
     assert not (tmp_path / "c" / "metrics.json").exists()
 
 
 def test_a_second_study_on_the_same_results_is_refused(tmp_path):
-    from benchmark.errors import UserError
-    from benchmark.execution import StudyLock
+    from benchmark.core.errors import UserError
+    from benchmark.study.scheduler import StudyLock
 
     with StudyLock(tmp_path), pytest.raises(UserError, match=f"another study is running on {tmp_path}"):
-        run_study("x", [Cell(_tiny(), tmp_path / "c", "dense")], ExecutorSettings(backend="serial"),
-                  TrackingSettings(enabled=False), lock_folder=tmp_path)
+        run_study(
+            "x",
+            [Cell(_tiny(), tmp_path / "c", "dense")],
+            ExecutorSettings(backend="serial"),
+            TrackingSettings(enabled=False),
+            lock_folder=tmp_path,
+        )
 
 
 def test_the_results_table_has_a_row_for_every_cell_finished_failed_or_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHMARK_RESULTS", str(tmp_path / "results"))
-    params = {"profiles": {"a": {"datasets": ["digits"], "archs": ["test_resnet"], "seeds": [0, 1], "epochs": 1,
-                                 "methods": ["dense"], "set": {"data.input_size": 8, "measure.latency_repeats": 1}}}}
+    params = {
+        "profiles": {
+            "a": {
+                "datasets": ["digits"],
+                "archs": ["test_resnet"],
+                "seeds": [0, 1],
+                "epochs": 1,
+                "methods": ["dense"],
+                "set": {"data.input_size": 8, "measure.latency_repeats": 1},
+            }
+        }
+    }
     profile = get_profile(params, "a")
     done, broken = dense_cells(profile, tmp_path / "results")
     run_study("a", [done], ExecutorSettings(backend="serial"), TrackingSettings(enabled=False), lock_folder=tmp_path)

@@ -18,14 +18,14 @@ import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 import torch_pruning as tp
 
-from benchmark import data as data_mod
-from benchmark import models
-from benchmark.config import RunConfig
-from benchmark.errors import UserError
-from benchmark.pruning import prunable_weights, prune_structured, weights_to_remove
-from benchmark.runner import CellContext, checkpoint_path, identify, resolve
-from benchmark.study import cell_dir
-from benchmark.tracking import NullTracker
+from benchmark.cell import data as data_mod
+from benchmark.cell import models
+from benchmark.cell.context import CellContext, checkpoint_path
+from benchmark.cell.pruning import prunable_weights, prune_structured, weights_to_remove
+from benchmark.cell.runner import identify, matched_folder, resolve
+from benchmark.core.config import RunConfig
+from benchmark.core.errors import UserError
+from benchmark.core.tracking import NullTracker
 from edropout.units import classifier_of
 from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
 
@@ -62,8 +62,9 @@ def test_global_magnitude_masks_equal_torch_global_unstructured():
 
     reference = copy.deepcopy(dense)
     k = weights_to_remove(reference, 0.5)
-    torch_prune.global_unstructured([(m, "weight") for m in prunable_weights(reference)],
-                                    pruning_method=torch_prune.L1Unstructured, amount=k)
+    torch_prune.global_unstructured(
+        [(m, "weight") for m in prunable_weights(reference)], pruning_method=torch_prune.L1Unstructured, amount=k
+    )
 
     pruned = spec.fn(ctx).model  # the registered method, masks folded in by make_permanent
     ref_modules, dense_modules = dict(reference.named_modules()), dict(dense.named_modules())
@@ -102,16 +103,17 @@ def test_l1_filter_removes_the_channels_torch_pruning_l1_importance_ranks_lowest
     importance = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
     pruned_modules, dense_names = dict(pruned.named_modules()), {m: n for n, m in dense.named_modules()}
     checked = 0
-    for group in graph.get_all_groups(ignored_layers=[classifier_of(dense)],
-                                      root_module_types=[nn.Conv2d, nn.Linear]):
+    for group in graph.get_all_groups(ignored_layers=[classifier_of(dense)], root_module_types=[nn.Conv2d, nn.Linear]):
         scores = importance(group)
         bn = next(dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.BatchNorm2d))
         survivor = pruned_modules[dense_names[bn]]
         kept = [int((bn.weight == value).nonzero()) for value in survivor.weight]
         assert kept == sorted(kept), "channels are kept in their original order"
         expected = sorted(torch.topk(scores, len(kept)).indices.tolist())
-        assert kept == expected, f"group of {dense_names[group[0].dep.target.module]}: " \
-                                 f"l1_filter kept {kept}, torch-pruning's L1 ranking keeps {expected}"
+        assert kept == expected, (
+            f"group of {dense_names[group[0].dep.target.module]}: "
+            f"l1_filter kept {kept}, torch-pruning's L1 ranking keeps {expected}"
+        )
         assert len(kept) < bn.num_features  # every group lost channels (local pruning, same ratio)
         checked += 1
         root = group[0].dep.target.module
@@ -140,20 +142,38 @@ class _MostlyUnreachable(nn.Module):
 
 def test_structured_pruning_that_cannot_reach_the_rate_is_a_user_error():
     with pytest.raises(UserError, match=r"cannot reach a parameter pruning rate of 0\.500 \(closest 0\.00"):
-        prune_structured(_MostlyUnreachable(), torch.zeros(1, 1, 8, 8), tp.importance.MagnitudeImportance(p=1), 0.5,
-                         global_pruning=False)
+        prune_structured(
+            _MostlyUnreachable(),
+            torch.zeros(1, 1, 8, 8),
+            tp.importance.MagnitudeImportance(p=1),
+            0.5,
+            global_pruning=False,
+        )
 
 
 # -- the command line -----------------------------------------------------------------------------------
 
 
+def _edropout_folder(results, seed: int = 0):
+    """Where `--sparsity matched` looks for EDropout's result of the TINY_ARGS cell (under `results`)."""
+    cfg = RunConfig(method="global_magnitude", seed=seed)
+    cfg.train.epochs, cfg.data.input_size = 1, 8
+    cfg.measure.latency_repeats, cfg.measure.latency_warmup = 2, 1
+    folder = matched_folder(cfg)
+    assert folder.is_relative_to(results)
+    return folder
+
+
 def _fake_edropout_result(results, rate=0.42) -> str:
-    folder = cell_dir(results, "cells", "digits", "resnet18", 0) / "edropout"
+    folder = _edropout_folder(results)
     folder.mkdir(parents=True)
     path = folder / "metrics.json"
-    path.write_text(json.dumps({"method": "edropout", "param_pruning_rate": rate, "config_hash": "feedbeef12345678",
-                                "status": "finished"}))
-    return str(path)
+    path.write_text(
+        json.dumps(
+            {"method": "edropout", "param_pruning_rate": rate, "config_hash": "feedbeef12345678", "status": "finished"}
+        )
+    )
+    return str(folder.relative_to(results))  # results record it relative to the results root
 
 
 def test_matched_sparsity_reads_edropout_result_of_the_same_cell(tmp_path):
@@ -164,8 +184,9 @@ def test_matched_sparsity_reads_edropout_result_of_the_same_cell(tmp_path):
     assert args["sparsity"] == pytest.approx(0.42)
     assert path in args["matched_from"] and "feedbeef12345678" in args["matched_from"]
 
-    other_seed = run_cli("config", "--method", "global_magnitude", "--sparsity", "matched", "--seed", "1",
-                         *TINY_ARGS[:-1])
+    other_seed = run_cli(
+        "config", "--method", "global_magnitude", "--sparsity", "matched", "--seed", "1", *TINY_ARGS[:-1]
+    )
     assert other_seed.returncode == 2 and "seed1" in other_seed.stderr  # a rate is never borrowed across seeds
 
 
@@ -175,7 +196,7 @@ def test_matched_sparsity_without_edropout_result_is_one_line_exit_2(tmp_path, m
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    missing = cell_dir(tmp_path / "results", "cells", "digits", "resnet18", 0) / "edropout" / "metrics.json"
+    missing = _edropout_folder(tmp_path / "results") / "metrics.json"
     assert str(missing) in lines[0] and "--method edropout" in lines[0]
     assert not out.exists() or not (out / "metrics.json").exists()
     assert mlflow_runs(mlflow_uri) == []
@@ -207,8 +228,20 @@ def test_structured_method_on_an_arch_torch_pruning_cannot_handle_is_one_line_ex
     """dpn68's dual-path concatenation defeats torch-pruning's dependency graph (TypeError inside it)."""
     from benchmark.cli import build_parser, config_from_args
 
-    argv = ["--method", "l1_filter", "--arch", "dpn68", "--set", "data.input_size=32", "--epochs", "1",
-            "--set", "measure.latency_repeats=2", "--set", "measure.latency_warmup=1"]
+    argv = [
+        "--method",
+        "l1_filter",
+        "--arch",
+        "dpn68",
+        "--set",
+        "data.input_size=32",
+        "--epochs",
+        "1",
+        "--set",
+        "measure.latency_repeats=2",
+        "--set",
+        "measure.latency_warmup=1",
+    ]
     # Put an (untrained) dense network into the checkpoint store, so the cell goes straight to pruning.
     cfg = identify(config_from_args(build_parser().parse_args(["config", *argv]))).config
     path = checkpoint_path(cfg)

@@ -2,9 +2,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmark.config import MeasureConfig, ModelConfig
-from benchmark.measure import count_macs, count_params, evaluate, measure_model, serialized_bytes
-from benchmark.models import create_model
+from benchmark.cell.measure import count_macs, count_params, evaluate, measure_model, serialized_bytes
+from benchmark.cell.models import create_model
+from benchmark.core.config import MeasureConfig, ModelConfig
 
 
 def test_param_counts_total_and_nonzero():
@@ -30,8 +30,9 @@ def test_macs_reflect_the_small_input_stem():
 
 def test_measure_model_reports_size_latency_and_threads():
     model = create_model(ModelConfig(arch="resnet18"), 10, 1, 8)
-    out = measure_model(model, 1, 8, MeasureConfig(latency_batch_sizes=[1, 4], latency_warmup=1,
-                                                   latency_repeats=3, threads=1))
+    out = measure_model(
+        model, 1, 8, MeasureConfig(latency_batch_sizes=[1, 4], latency_warmup=1, latency_repeats=3, threads=1)
+    )
     assert out["latency_threads"] == 1
     assert out["latency_ms_b1"] > 0 and out["latency_ms_b4"] > 0
     # float32 weights plus buffers and pickling overhead: about 4 bytes per parameter

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from benchmark.config import ModelConfig
-from benchmark.errors import UserError
-from benchmark.models import create_model, probe
+from benchmark.cell.models import create_model, probe
+from benchmark.core.config import ModelConfig
+from benchmark.core.errors import UserError
 
 # One architecture per family the suite is expected to handle (and that EDropout will prune).
 FAMILIES = ["resnet18", "mobilenetv3_small_050", "efficientnet_b0", "convnext_atto", "regnetx_002"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import methods
-from benchmark.errors import UserError
-from benchmark.methods import GRANULARITIES, METHODS, SCHEDULES, discover
+from benchmark.cell import plugins as methods
+from benchmark.cell.plugins import GRANULARITIES, METHODS, SCHEDULES, discover
+from benchmark.core.errors import UserError
 from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
 
 discover()
@@ -26,7 +26,7 @@ HALVE_FC = '''
 
 import torch.nn.utils.prune as prune
 
-from benchmark.methods import MethodResult, register_method
+from benchmark.api import MethodResult, register_method
 
 
 @register_method("halve_fc", citation="a test of the README's plugin recipe",
@@ -42,7 +42,7 @@ def halve_fc(ctx):
 GOOD = '''
 """keep_all: a healthy plugin next to broken ones."""
 
-from benchmark.methods import MethodResult, register_method
+from benchmark.api import MethodResult, register_method
 
 
 @register_method("keep_all", citation="test", granularity="none", schedule="none")
@@ -52,34 +52,43 @@ def keep_all(ctx):
 '''
 
 BROKEN_FILES = {
-    "again_dense.py": ('''
+    "again_dense.py": (
+        '''
 """A second 'dense'."""
-from benchmark.methods import MethodResult, register_method
+from benchmark.api import MethodResult, register_method
 
 
 @register_method("dense", citation="copy", granularity="none", schedule="none")
 def dense(ctx):
     return MethodResult(ctx.model)
-''', "duplicate method name 'dense'"),
-    "needs_missing.py": ('''
+''',
+        "duplicate method name 'dense'",
+    ),
+    "needs_missing.py": (
+        '''
 """Depends on a package that is not installed."""
-from benchmark.methods import register_method
+from benchmark.api import register_method
 import package_that_is_not_installed_xyz
 
 
 @register_method("needs_missing", citation="test", granularity="none", schedule="none")
 def needs_missing(ctx):
     return None
-''', "ModuleNotFoundError: No module named 'package_that_is_not_installed_xyz'"),
-    "odd_granularity.py": ('''
+''',
+        "ModuleNotFoundError: No module named 'package_that_is_not_installed_xyz'",
+    ),
+    "odd_granularity.py": (
+        '''
 """Breaks the contract: an unknown granularity."""
-from benchmark.methods import register_method
+from benchmark.api import register_method
 
 
 @register_method("odd_granularity", citation="test", granularity="weird", schedule="none")
 def odd_granularity(ctx):
     return None
-''', "granularity 'weird' is not one of none, structured, unstructured"),
+''',
+        "granularity 'weird' is not one of none, structured, unstructured",
+    ),
 }
 
 
@@ -154,12 +163,14 @@ def test_broken_plugins_are_one_line_each_and_the_rest_still_works(tmp_path, bro
     assert run.info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("method, file", [("odd_granularity", "odd_granularity.py"),
-                                          ("needs_missing", "needs_missing.py")])
+@pytest.mark.parametrize(
+    "method, file", [("odd_granularity", "odd_granularity.py"), ("needs_missing", "needs_missing.py")]
+)
 def test_running_a_broken_method_is_a_one_line_error(method, file, tmp_path, broken_folder, mlflow_uri):
     out = tmp_path / "cell"
-    proc = run_cli("run", "--method", method, "--out", str(out), *TINY_ARGS,
-                   env={methods.PLUGIN_PATH_ENV: str(broken_folder)})
+    proc = run_cli(
+        "run", "--method", method, "--out", str(out), *TINY_ARGS, env={methods.PLUGIN_PATH_ENV: str(broken_folder)}
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -183,7 +194,7 @@ def test_missing_plugin_folder_is_reported_not_fatal(tmp_path):
 
 @pytest.fixture
 def private_registry(monkeypatch):
-    from benchmark.registry import Registry
+    from benchmark.core.registry import Registry
 
     monkeypatch.setattr(methods, "METHODS", Registry("method"))
     monkeypatch.setattr(methods, "BROKEN", {})
@@ -193,16 +204,21 @@ def private_registry(monkeypatch):
 
 
 def test_a_plugin_that_fails_half_way_registers_nothing(tmp_path, private_registry):
-    folder = _folder(tmp_path / "p", {"half.py": textwrap.dedent('''
+    folder = _folder(
+        tmp_path / "p",
+        {
+            "half.py": textwrap.dedent('''
         """Registers one method, then fails."""
-        from benchmark.methods import register_method
+        from benchmark.api import register_method
 
         @register_method("half_first", citation="test", granularity="none", schedule="none")
         def first(ctx):
             return None
 
         raise RuntimeError("boom\\nsecond line")
-    ''')})
+    ''')
+        },
+    )
     private_registry.discover([folder])
     assert "half_first" not in private_registry.METHODS
     assert private_registry.BROKEN == {str(folder / "half.py"): "RuntimeError: boom second line (line 8)"}
@@ -235,8 +251,9 @@ def test_contract_violations_are_user_errors(case, private_registry):
 
 def test_every_plugin_in_baselines_loads():
     """A baseline that fails to import would silently drop out of the contract checks below."""
-    ours = {where: problem for where, problem in methods.BROKEN.items()
-            if Path(where).parent == Path(methods.PLUGIN_DIR)}
+    ours = {
+        where: problem for where, problem in methods.BROKEN.items() if Path(where).parent == Path(methods.PLUGIN_DIR)
+    }
     assert ours == {}
     on_disk = {p.stem for p in Path(methods.PLUGIN_DIR).glob("*.py") if not p.name.startswith("_")}
     sources = {Path(METHODS.get(n).source).stem for n in REGISTERED}

@@ -7,11 +7,15 @@ import timm
 import torch
 import torch.nn as nn
 
-from benchmark.config import RunConfig
-from benchmark.pruning import (
-    magnitude_masks, masks_from_scores, prune_structured, shuffle_masks, shuffled_structure,
+from benchmark.cell.pruning import (
+    magnitude_masks,
+    masks_from_scores,
+    prune_structured,
+    shuffle_masks,
+    shuffled_structure,
 )
-from benchmark.runner import TrackingSettings, run_cell
+from benchmark.cell.runner import TrackingSettings, run_cell
+from benchmark.core.config import RunConfig
 
 
 @pytest.fixture

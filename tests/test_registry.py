@@ -1,7 +1,7 @@
 import pytest
 
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
 
 
 def test_duplicate_name_is_reported_not_overwritten():
@@ -19,5 +19,7 @@ def test_unknown_name_lists_close_and_valid_choices():
     with pytest.raises(UserError) as err:
         reg.get("alpah")
     msg = str(err.value)
-    assert "unknown widget 'alpah'" in msg and "did you mean: alpha" in msg and "valid choices: alpha, beta, gamma" in msg
+    assert (
+        "unknown widget 'alpah'" in msg and "did you mean: alpha" in msg and "valid choices: alpha, beta, gamma" in msg
+    )
     assert "\n" not in msg

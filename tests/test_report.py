@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmark import report as report_module
-from benchmark.claims import (
+from benchmark.core.errors import UserError
+from benchmark.report import build as report_module
+from benchmark.report.build import build_report, checklist, load_results
+from benchmark.report.claims import (
     NOT_REPRODUCED,
     NOT_RUN,
     REPRODUCED,
     check_claims,
     load_claims,
 )
-from benchmark.errors import UserError
-from benchmark.report import build_report, checklist, load_results
-from benchmark.stats import (
+from benchmark.report.stats import (
     derive,
     group_summaries,
     paired_test,
@@ -48,8 +48,9 @@ FAILED_ERROR = "ValueError: pruning removed every channel of layer1.0.conv1"
 MISSING_CELL = "random_unstructured/digits/resnet10t/seed1/0.5"
 
 
-def _row(method: str, dataset: str, arch: str, seed: int, point: str, granularity: str, top1: float,
-         rate: float) -> dict:
+def _row(
+    method: str, dataset: str, arch: str, seed: int, point: str, granularity: str, top1: float, rate: float
+) -> dict:
     folder = {"dense": "", "edropout": ""}.get(point, "matched" if point == "matched" else f"s{point}")
     stage = "dense" if method == "dense" else "cells"
     result_dir = f"results/{stage}/{dataset}/{arch}/seed{seed}" + ("" if method == "dense" else f"/{method}")
@@ -58,17 +59,40 @@ def _row(method: str, dataset: str, arch: str, seed: int, point: str, granularit
     structured = granularity == "structured"
     mac_reduction = 1.0 / (1.0 - rate) if structured else 1.0
     row = {
-        "cell": cell, "method": method, "arch": arch, "dataset": dataset, "seed": seed, "operating_point": point,
-        "granularity": granularity, "schedule": "after_training", "status": "finished", "error": "",
-        "result_dir": result_dir, "top1": round(top1, 4), "top5": 100.0 - 0.1 * seed, "params": 1e7 * (1 - rate),
-        "macs": 1e8 / mac_reduction, "latency_ms_b1": 5.0, "latency_ms_b64": 40.0, "latency_threads": 2,
-        "train_seconds": 30.0 + seed, "total_train_seconds": 60.0 + seed if method not in ("dense", "edropout") else "",
-        "config_hash": f"h{seed}", "code_hash": "c0",
+        "cell": cell,
+        "method": method,
+        "arch": arch,
+        "dataset": dataset,
+        "seed": seed,
+        "operating_point": point,
+        "granularity": granularity,
+        "schedule": "after_training",
+        "status": "finished",
+        "error": "",
+        "tags": {"dense": "reference", "random_unstructured": "random", "global_magnitude": "magnitude"}.get(
+            method, ""
+        ),
+        "result_dir": result_dir,
+        "top1": round(top1, 4),
+        "top5": 100.0 - 0.1 * seed,
+        "params": 1e7 * (1 - rate),
+        "macs": 1e8 / mac_reduction,
+        "latency_ms_b1": 5.0,
+        "latency_ms_b64": 40.0,
+        "latency_threads": 2,
+        "train_seconds": 30.0 + seed,
+        "total_train_seconds": 60.0 + seed if method not in ("dense", "edropout") else "",
+        "config_hash": f"h{seed}",
+        "code_hash": "c0",
     }
     if method != "dense":
-        row.update(param_pruning_rate=rate, mac_reduction=mac_reduction,
-                   theoretical_mac_reduction=1.0 / (1.0 - rate),
-                   latency_speedup_b1=(1.2 + 0.05 * seed) if structured else 0.98, target_sparsity=rate)
+        row.update(
+            param_pruning_rate=rate,
+            mac_reduction=mac_reduction,
+            theoretical_mac_reduction=1.0 / (1.0 - rate),
+            latency_speedup_b1=(1.2 + 0.05 * seed) if structured else 0.98,
+            target_sparsity=rate,
+        )
     if method == "edropout":
         row.update(channel_pruning_rate=0.4, top1_full=top1 + 0.3, converged_step=30 if seed < 2 else "")
     return row
@@ -82,12 +106,28 @@ def study_rows(pairs=PAIRS) -> list[dict]:
             rows.append(_row("dense", dataset, arch, seed, "dense", "none", dense, 0.0))
             for method, (granularity, points) in METHODS.items():
                 for point, (offsets, rate) in points.items():
-                    rows.append(_row(method, dataset, arch, seed, point, granularity, dense + offsets[seed],
-                                     rate + 0.002 * seed))
+                    rows.append(
+                        _row(
+                            method, dataset, arch, seed, point, granularity, dense + offsets[seed], rate + 0.002 * seed
+                        )
+                    )
     for row in rows:
         if row["cell"] in (FAILED_CELL, MISSING_CELL):
-            keep = {k: row[k] for k in ("cell", "method", "arch", "dataset", "seed", "operating_point",
-                                        "granularity", "schedule", "result_dir")}
+            keep = {
+                k: row[k]
+                for k in (
+                    "cell",
+                    "method",
+                    "arch",
+                    "dataset",
+                    "seed",
+                    "operating_point",
+                    "granularity",
+                    "schedule",
+                    "tags",
+                    "result_dir",
+                )
+            }
             row.clear()
             failed = keep["cell"] == FAILED_CELL
             row.update(keep, status="failed" if failed else "missing", error=FAILED_ERROR if failed else "")
@@ -97,9 +137,13 @@ def study_rows(pairs=PAIRS) -> list[dict]:
 def _search_curve(seed: int, n: int = 40) -> dict:
     steps = list(range(n))
     best = [10.0 * math.exp(-s / 10) - 5 + 0.1 * seed for s in steps]
-    return {"step": steps, "best_energy": best, "mean_energy": [b + 1.0 for b in best],
-            "kept_fraction": [1.0 - 0.4 * min(s, 30) / 30 for s in steps],
-            "diversity": [0.5 * math.exp(-s / 15) for s in steps]}
+    return {
+        "step": steps,
+        "best_energy": best,
+        "mean_energy": [b + 1.0 for b in best],
+        "kept_fraction": [1.0 - 0.4 * min(s, 30) / 30 for s in steps],
+        "diversity": [0.5 * math.exp(-s / 15) for s in steps],
+    }
 
 
 def write_study(root: Path, rows: list[dict] | None = None) -> Path:
@@ -110,8 +154,11 @@ def write_study(root: Path, rows: list[dict] | None = None) -> Path:
             path = root / row["result_dir"] / "metrics.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             converged = row["converged_step"] if row["converged_step"] != "" else None
-            path.write_text(json.dumps({"top1": row["top1"], "search_curve": _search_curve(row["seed"]),
-                                        "converged_step": converged}))
+            path.write_text(
+                json.dumps(
+                    {"top1": row["top1"], "search_curve": _search_curve(row["seed"]), "converged_step": converged}
+                )
+            )
     csv = root / "reports" / "results.csv"
     csv.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(csv, index=False)
@@ -128,6 +175,7 @@ def _cells(csv: Path) -> pd.DataFrame:
 
 
 # --- statistics ----------------------------------------------------------------------------------------------
+
 
 def test_summary_matches_hand_values_and_the_t_interval():
     s = summarize([1.0, 2.0, 3.0])
@@ -199,16 +247,19 @@ def test_paired_test_says_na_with_the_reason_instead_of_nan():
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    points = pd.DataFrame({
-        "effective_mac_reduction": [1.0, 2.0, 2.0, 3.0, 1.5, 4.0, np.nan, 3.0],
-        "top1_drop": [0.0, 0.5, 0.9, 0.4, 0.2, 3.0, -1.0, 0.6],
-    })
+    points = pd.DataFrame(
+        {
+            "effective_mac_reduction": [1.0, 2.0, 2.0, 3.0, 1.5, 4.0, np.nan, 3.0],
+            "top1_drop": [0.0, 0.5, 0.9, 0.4, 0.2, 3.0, -1.0, 0.6],
+        }
+    )
     # (2.0, 0.5) and (2.0, 0.9) are beaten by (3.0, 0.4); so is (3.0, 0.6), at the same reduction with a larger
     # drop; the NaN row is never on the front
     assert pareto_front(points).tolist() == [True, False, False, True, True, True, False, False]
 
 
 # --- claims --------------------------------------------------------------------------------------------------
+
 
 def test_shipped_claims_keep_the_papers_numbers_and_sources():
     claims = {c.id: c for c in load_claims()}
@@ -228,8 +279,10 @@ def test_claims_on_a_digits_study(study):
     assert kmnist.verdict == NOT_RUN and kmnist.reason == "dataset kmnist not in this study (ran: digits)"
     pruned = results["abstract_params_pruned"]  # mean rate 0.552 over 6 cells > 50%
     assert pruned.verdict == REPRODUCED and pruned.setting == "different"
-    assert pruned.reason.startswith("different setting: none of the paper's datasets (cifar10, cifar100, "
-                                    "fashion_mnist, flowers102, imagenet, kmnist) with its models")
+    assert pruned.reason.startswith(
+        "different setting: none of the paper's datasets (cifar10, cifar100, "
+        "fashion_mnist, flowers102, imagenet, kmnist) with its models"
+    )
     assert "over 6 cells [digits/resnet10t (3), digits/resnet18 (3)]" in pruned.reason
     assert pruned.measured.n == 6 and pruned.measured.mean == pytest.approx(55.2)
     assert results["abstract_top1_drop"].verdict == REPRODUCED  # drops about 0.9 pp < 5
@@ -258,8 +311,9 @@ def test_a_drop_claim_without_dense_cells_is_not_run_and_says_why(tmp_path):
     results = {r.claim.id: r for r in check_claims(_cells(write_study(tmp_path, rows)))}
     drop = results["abstract_top1_drop"]
     assert drop.verdict == NOT_RUN and drop.measured is None
-    assert drop.reason.endswith("6 finished cells, none with top1_drop; a drop needs the dense cell of the same "
-                                "seed to finish")
+    assert drop.reason.endswith(
+        "6 finished cells, none with top1_drop; a drop needs the dense cell of the same seed to finish"
+    )
     assert results["abstract_params_pruned"].verdict == REPRODUCED
 
 
@@ -285,13 +339,16 @@ abstract:
 ABSTRACT = "abstract: {datasets: [a], archs: [b], source: s, claims: [{id: x, text: t, %s}]}"
 
 
-@pytest.mark.parametrize("text,message", [
-    (ABSTRACT % "metric: top2, comparison: '<', value: 1", "unknown metric 'top2'"),
-    (ABSTRACT % "metric: top1, comparison: '=', value: 1", "comparison must be one of"),
-    (ABSTRACT % "metric: top1, comparison: '<'", "malformed claim entry"),
-    ("tables: [{source: s, dataset: d, rows: [{arch: a, ful: 1}]}]", "unknown column 'ful'"),
-    ("abstract: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (ABSTRACT % "metric: top2, comparison: '<', value: 1", "unknown metric 'top2'"),
+        (ABSTRACT % "metric: top1, comparison: '=', value: 1", "comparison must be one of"),
+        (ABSTRACT % "metric: top1, comparison: '<'", "malformed claim entry"),
+        ("tables: [{source: s, dataset: d, rows: [{arch: a, ful: 1}]}]", "unknown column 'ful'"),
+        ("abstract: [", "not valid YAML"),
+    ],
+)
 def test_bad_claims_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "claims.yaml"
     path.write_text(text)
@@ -301,6 +358,7 @@ def test_bad_claims_files_are_one_line_errors(tmp_path, text, message):
 
 
 # --- checklist -----------------------------------------------------------------------------------------------
+
 
 def test_checklist_is_computed_from_the_data(study):
     items = {i.item.split(" (")[0].split(" with")[0]: i for i in checklist(_cells(study))}
@@ -315,6 +373,7 @@ def test_checklist_is_computed_from_the_data(study):
 
 # --- the report ----------------------------------------------------------------------------------------------
 
+
 def test_report_builds_every_output_from_results_csv(study):
     root = study.parent.parent
     out = root / "reports"
@@ -322,8 +381,13 @@ def test_report_builds_every_output_from_results_csv(study):
     (out / "figures" / "search_old_run.png").write_bytes(b"stale")
     summary = build_report(study, out, "Test report", root=root)
     assert (summary.cells, summary.finished, summary.failed, summary.missing) == (42, 40, 1, 1)
-    assert set(summary.figures) == {"accuracy_vs_pruning.png", "drop_vs_macs.png", "speedup_vs_macs.png",
-                                    "search_digits_resnet18.png", "search_digits_resnet10t.png"}
+    assert set(summary.figures) == {
+        "accuracy_vs_pruning.png",
+        "drop_vs_macs.png",
+        "speedup_vs_macs.png",
+        "search_digits_resnet18.png",
+        "search_digits_resnet10t.png",
+    }
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(summary.figures)  # stale one gone
     for name in summary.figures:
         assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -360,8 +424,18 @@ def test_report_builds_every_output_from_results_csv(study):
     assert entry["param_pruning_rate"] == pytest.approx(0.552)
 
     tradeoff = pd.read_csv(out / "plots" / "tradeoff.csv")
-    assert list(tradeoff.columns) == ["method", "arch", "dataset", "seed", "operating_point", "param_pruning_rate",
-                                      "top1", "top1_drop", "mac_reduction", "latency_speedup_b1"]
+    assert list(tradeoff.columns) == [
+        "method",
+        "arch",
+        "dataset",
+        "seed",
+        "operating_point",
+        "param_pruning_rate",
+        "top1",
+        "top1_drop",
+        "mac_reduction",
+        "latency_speedup_b1",
+    ]
     assert len(tradeoff) == 40
     gm = tradeoff[(tradeoff["method"] == "global_magnitude") & (tradeoff["operating_point"] == "0.5")]
     assert gm["mac_reduction"].iloc[0] == pytest.approx(2.0)  # non-zero MACs for an unstructured method
@@ -398,14 +472,17 @@ def test_a_crash_leaves_the_previous_report_untouched(study, monkeypatch):
 HEADER = "cell,method,arch,dataset,seed,operating_point,status\n"
 
 
-@pytest.mark.parametrize("text,message", [
-    (None, "not found; run the aggregate stage first"),
-    ("cell,method,arch,dataset,seed\nx,dense,r,d,0\n", "lacks columns operating_point, status"),
-    (HEADER + "x,dense,r,d,0,dense,done\n", "status 'done'"),
-    (HEADER + "x,dense,r,d,a,dense,finished\n", "not an integer"),
-    (HEADER + "x,dense,,d,0,dense,finished\n", "row 2: empty arch"),
-    (HEADER + "x,dense,r,d,0,dense,finished\nx,dense,r,d,1,dense,finished\n", "cell 'x' appears twice"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (None, "not found; run the aggregate stage first"),
+        ("cell,method,arch,dataset,seed\nx,dense,r,d,0\n", "lacks columns operating_point, status"),
+        (HEADER + "x,dense,r,d,0,dense,done\n", "status 'done'"),
+        (HEADER + "x,dense,r,d,a,dense,finished\n", "not an integer"),
+        (HEADER + "x,dense,,d,0,dense,finished\n", "row 2: empty arch"),
+        (HEADER + "x,dense,r,d,0,dense,finished\nx,dense,r,d,1,dense,finished\n", "cell 'x' appears twice"),
+    ],
+)
 def test_bad_results_tables_are_one_line_errors(tmp_path, text, message):
     csv = tmp_path / "results.csv"
     if text is not None:

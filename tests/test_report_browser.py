@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.report import build_report
+from benchmark.report.build import build_report
 from tests.test_report import FAILED_CELL, write_study
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: run `make browser` "
-                                                             "(apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium is absent: run `make browser` (apt-get install chromium chromium-driver)",
+)
 
 
 @pytest.fixture
@@ -22,9 +24,17 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -43,15 +53,18 @@ def test_report_html_renders_every_figure_and_table(tmp_path, browser):
     browser.get((tmp_path / "reports" / "report.html").as_uri())
     assert browser.title == "Browser check"
     images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.src.slice(0, 22)]);")
+        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.src.slice(0, 22)]);"
+    )
     assert len(images) == len(summary.figures)
     for alt, complete, width, src in images:
         assert complete and width > 0, f"figure {alt!r} did not load"
         assert src == "data:image/png;base64,"
     tables = browser.execute_script(
-        "return Array.from(document.querySelectorAll('table')).map(t => [t.rows.length, t.rows[0].cells.length]);")
+        "return Array.from(document.querySelectorAll('table')).map(t => [t.rows.length, t.rows[0].cells.length]);"
+    )
     headers = browser.execute_script(
-        "return Array.from(document.querySelectorAll('table')).map(t => t.rows[0].cells[0].textContent);")
+        "return Array.from(document.querySelectorAll('table')).map(t => t.rows[0].cells[0].textContent);"
+    )
     # claims (measured, not run), checklist, one result table per dataset/arch, failed and missing cells
     assert headers == ["claim", "source", "item", "method", "method", "cell"]
     results = [rows for (rows, cols), h in zip(tables, headers) if h == "method"]

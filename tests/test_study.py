@@ -1,8 +1,8 @@
 """params.yaml profiles, the DVC pipeline in a copy of the repo, and the results table."""
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.errors import UserError
-from benchmark.study import get_profile, load_params, set_active_profile
+from benchmark.core.errors import UserError
+from benchmark.study.profiles import get_profile, load_params, set_active_profile
 from tests.conftest import ROOT, dvc, mlflow_runs
 
 
@@ -32,38 +32,48 @@ def _params(**profile):
     return {"profile": "p", "profiles": {"p": {**base, **profile}}}
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"seeds": []}, "profiles.p.seeds must be a non-empty list"),
-    ({"epochs": -1}, "profiles.p.epochs must be a positive integer, got -1"),
-    ({"datasets": ["mnst"]}, "unknown dataset 'mnst'"),
-    ({"archs": ["resnet181"]}, "unknown arch 'resnet181'"),
-    ({"seeds": [0, 0]}, "lists a value twice"),
-    ({"set": {"train.lrr": 1}}, "unknown config key 'train.lrr'"),
-    ({"set": {"train.batch_size": 0}}, "train.batch_size"),
-    ({"epoch": 3}, "unknown key in profiles.p 'epoch'"),
-    ({"methods": ["l1_filtre"]}, "profiles.p.methods: unknown method 'l1_filtre'; did you mean: l1_filter"),
-    ({"methods": []}, "profiles.p.methods must be a non-empty list"),
-    ({"operating_points": [1.5]}, "profiles.p.operating_points: 1.5 is not a rate in [0, 1) or 'matched'"),
-    ({"methods": ["l1_filter"], "operating_points": ["matched"]}, "'edropout' must be in profiles.p.methods"),
-    ({"methods": ["l1_filter"], "method_args": {"snip": {}}}, "method_args: 'snip' is not in profiles.p.methods"),
-    ({"method_args": {"edropout": {"kappa": -1}}}, "profiles.p.method_args.edropout: bad method_args"),
-    ({"method_args": {"l1_filter": {"sparsity": 0.3}}}, "set rates with profiles.p.operating_points"),
-    ({"finetune_epochs": -1}, "profiles.p.finetune_epochs must be an integer >= 0, got -1"),
-    ({"executor": {"backend": "dask"}}, "executor.backend: unknown backend 'dask'"),
-    ({"executor": {"workers": 0}}, "executor.workers must be a positive integer, got 0"),
-    ({"executor": {"gpus": 1}}, "unknown setting 'gpus'"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"seeds": []}, "profiles.p.seeds must be a non-empty list"),
+        ({"epochs": -1}, "profiles.p.epochs must be a positive integer, got -1"),
+        ({"datasets": ["mnst"]}, "unknown dataset 'mnst'"),
+        ({"archs": ["resnet181"]}, "unknown arch 'resnet181'"),
+        ({"seeds": [0, 0]}, "lists a value twice"),
+        ({"set": {"train.lrr": 1}}, "unknown config key 'train.lrr'"),
+        ({"set": {"train.batch_size": 0}}, "train.batch_size"),
+        ({"epoch": 3}, "unknown key in profiles.p 'epoch'"),
+        ({"methods": ["l1_filtre"]}, "profiles.p.methods: unknown method 'l1_filtre'; did you mean: l1_filter"),
+        ({"methods": []}, "profiles.p.methods must be a non-empty list"),
+        ({"operating_points": [1.5]}, "profiles.p.operating_points: 1.5 is not a rate in [0, 1) or 'matched'"),
+        ({"methods": ["l1_filter"], "operating_points": ["matched"]}, "'edropout' must be in profiles.p.methods"),
+        ({"methods": ["l1_filter"], "method_args": {"snip": {}}}, "method_args: 'snip' is not in profiles.p.methods"),
+        ({"method_args": {"edropout": {"kappa": -1}}}, "profiles.p.method_args.edropout: bad method_args"),
+        ({"method_args": {"l1_filter": {"sparsity": 0.3}}}, "set rates with profiles.p.operating_points"),
+        ({"finetune_epochs": -1}, "profiles.p.finetune_epochs must be an integer >= 0, got -1"),
+        ({"executor": {"backend": "dask"}}, "executor.backend: unknown backend 'dask'"),
+        ({"executor": {"workers": 0}}, "executor.workers must be a positive integer, got 0"),
+        ({"executor": {"gpus": 1}}, "unknown setting 'gpus'"),
+    ],
+)
 def test_invalid_profiles_are_rejected_with_key_and_reason(change, message):
     with pytest.raises(UserError, match=re.escape(message)):
         get_profile(_params(**change))
 
 
 def test_a_profile_expands_to_every_method_rate_and_seed(tmp_path):
-    from benchmark.study import dense_cells, method_cells
+    from benchmark.core.config import config_hash
+    from benchmark.study.cells import dense_cells, method_cells
 
-    profile = get_profile(_params(seeds=[0, 1], methods=["dense", "edropout", "l1_filter", "snip"],
-                                  operating_points=[0.5, "matched"], finetune_epochs=2,
-                                  method_args={"l1_filter": {"round_to": 4}}))
+    profile = get_profile(
+        _params(
+            seeds=[0, 1],
+            methods=["dense", "edropout", "l1_filter", "snip"],
+            operating_points=[0.5, "matched"],
+            finetune_epochs=2,
+            method_args={"l1_filter": {"round_to": 4}},
+        )
+    )
     assert len(dense_cells(profile, tmp_path)) == 2
     cells = method_cells(profile, tmp_path)
     labels = sorted(c.label for c in cells)
@@ -71,9 +81,16 @@ def test_a_profile_expands_to_every_method_rate_and_seed(tmp_path):
     assert "l1_filter digits/resnet18 seed1 @matched" in labels and "edropout digits/resnet18 seed0" in labels
     l1 = next(c for c in cells if c.label == "l1_filter digits/resnet18 seed0 @0.5")
     assert l1.config.method_args == {"round_to": 4, "sparsity": 0.5, "finetune_epochs": 2}
-    assert l1.out == tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "l1_filter" / "s0.5"
+    assert (
+        l1.out == tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "l1_filter" / f"s0.5-{config_hash(l1.config)}"
+    )
     snip = next(c for c in cells if c.label == "snip digits/resnet18 seed0 @matched")
-    assert snip.after == tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "edropout"
+    edropout = next(c for c in cells if c.label == "edropout digits/resnet18 seed0")
+    assert (
+        snip.after
+        == edropout.out
+        == (tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "edropout" / f"own-{config_hash(edropout.config)}")
+    )
 
 
 def test_unknown_profile_lists_the_valid_ones():
@@ -94,8 +111,10 @@ def test_set_active_profile_keeps_comments(tmp_path):
 
 
 def _run_ids(repo: Path) -> dict[str, str]:
-    return {str(p.parent.relative_to(repo)): json.loads(p.read_text())["mlflow_run_id"]
-            for p in (repo / "results").rglob("metrics.json")}
+    return {
+        str(p.parent.relative_to(repo)): json.loads(p.read_text())["mlflow_run_id"]
+        for p in (repo / "results").rglob("metrics.json")
+    }
 
 
 def test_dvc_repro_runs_the_smoke_study_then_only_what_changed(repo_copy):
@@ -125,20 +144,46 @@ def test_dvc_repro_runs_the_smoke_study_then_only_what_changed(repo_copy):
     assert time.perf_counter() - start < 10
     assert len(mlflow_runs(uri)) == len(runs)
 
-    # one method's settings change: only that method's cells run again
+    # code outside the cell layer changes (report, error messages, tracking, scheduling): the stages run
+    # again, and not one cell does
+    for name in (
+        "benchmark/report/render.py",
+        "benchmark/core/errors.py",
+        "benchmark/core/tracking.py",
+        "benchmark/study/scheduler.py",
+    ):
+        path = repo_copy / name
+        path.write_text(path.read_text().replace('"""', '"""Edited. ', 1))
+    edited = dvc(repo_copy, "repro")
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    output = edited.stdout + edited.stderr
+    assert "Running stage 'cells'" in output and "Running stage 'report'" in output
+    assert f"cells: {expected - 1} cells, {expected - 1} already done, 0 to run" in output
+    assert _run_ids(repo_copy) == before and len(mlflow_runs(uri)) == len(runs)
+
+    # one method's settings change: only that method's cells run, beside the earlier results
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["profiles"]["smoke"]["method_args"] = {"random_structured": {"round_to": 2}}
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
     third = dvc(repo_copy, "repro")
     assert third.returncode == 0, third.stdout + third.stderr
     after = _run_ids(repo_copy)
-    changed = sorted(cell for cell in before if after[cell] != before[cell])
-    assert changed == ["results/cells/digits/test_resnet/seed0/random_structured/matched",
-                       "results/cells/digits/test_resnet/seed0/random_structured/s0.5"]
+    assert {cell: after[cell] for cell in before} == before  # every earlier result is still there, untouched
+    new = sorted(cell.rsplit("-", 1)[0] for cell in set(after) - set(before))
+    assert new == [
+        "results/cells/digits/test_resnet/seed0/random_structured/matched",
+        "results/cells/digits/test_resnet/seed0/random_structured/s0.5",
+    ]
+    table = pd.read_csv(repo_copy / "reports" / "results.csv")  # the report shows the profile as it is now
+    assert len(table) == expected and set(table["status"]) == {"finished"}
+    assert {d for d in table["result_dir"] if "random_structured" in d} <= set(after)
 
     # what-ifs as DVC experiments, compared side by side
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.org", "commit", "-qam", "settings"],
-                   cwd=repo_copy, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@e.org", "commit", "-qam", "settings"],
+        cwd=repo_copy,
+        check=True,
+    )
     exp = dvc(repo_copy, "exp", "run", "-S", "profiles.smoke.method_args.random_structured.round_to=4")
     assert exp.returncode == 0, exp.stdout + exp.stderr
     show = dvc(repo_copy, "exp", "show", "--csv", "--no-pager")
@@ -157,18 +202,26 @@ def test_dvc_repro_rejects_an_invalid_study_before_running(repo_copy):
     assert not (repo_copy / "results").exists() and not (repo_copy / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"methods": ["l1_filter", "magic"]}, "profiles.smoke.methods: unknown method 'magic'"),
-    ({"seeds": []}, "profiles.smoke.seeds must be a non-empty list"),
-    ({"epochs": -3}, "profiles.smoke.epochs must be a positive integer, got -3"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"methods": ["l1_filter", "magic"]}, "profiles.smoke.methods: unknown method 'magic'"),
+        ({"seeds": []}, "profiles.smoke.seeds must be a non-empty list"),
+        ({"epochs": -3}, "profiles.smoke.epochs must be a positive integer, got -3"),
+    ],
+)
 def test_the_cells_stage_rejects_an_invalid_study_before_any_cell(repo_copy, change, message):
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["profile"] = "smoke"
     params["profiles"]["smoke"].update(change)
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cells"], cwd=repo_copy, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(repo_copy)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cells"],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo_copy)},
+    )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"error: params.yaml: {message}")
     assert not (repo_copy / "results").exists()
 
@@ -176,6 +229,11 @@ def test_the_cells_stage_rejects_an_invalid_study_before_any_cell(repo_copy, cha
 def test_an_unknown_profile_is_rejected_by_the_stages(repo_copy):
     params = (repo_copy / "params.yaml").read_text().replace("profile: default", "profile: defualt")
     (repo_copy / "params.yaml").write_text(params)
-    proc = subprocess.run([sys.executable, "-m", "pipelines.prepare"], cwd=repo_copy, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(repo_copy)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.prepare"],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo_copy)},
+    )
     assert proc.returncode == 2 and "unknown profile 'defualt'; did you mean: default" in proc.stderr

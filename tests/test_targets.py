@@ -11,8 +11,21 @@ from tests.conftest import run_cli
 @pytest.mark.alone
 def test_default_dense_resnet18_on_digits_reaches_97_percent_within_two_minutes(tmp_path):
     out = tmp_path / "cell"
-    proc = run_cli("run", "--method", "dense", "--arch", "resnet18", "--dataset", "digits", "--seed", "0",
-                   "--out", str(out), "--no-track", "--quiet")
+    proc = run_cli(
+        "run",
+        "--method",
+        "dense",
+        "--arch",
+        "resnet18",
+        "--dataset",
+        "digits",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--no-track",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["top1"] >= 97.0

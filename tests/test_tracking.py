@@ -1,11 +1,12 @@
 """MLflow bookkeeping of cells: finished, failed, skipped."""
 
-
 import pytest
 
-from benchmark.execution import run_study
-from benchmark.runner import TrackingSettings, identify, is_done, run_cell
-from benchmark.study import Cell, ExecutorSettings
+from benchmark.cell.runner import identify, is_done, run_cell
+from benchmark.core.tracking import TrackingSettings
+from benchmark.study.cells import Cell
+from benchmark.study.profiles import ExecutorSettings
+from benchmark.study.scheduler import run_study
 from tests.conftest import crashing_method, mlflow_runs
 
 

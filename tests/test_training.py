@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from benchmark.config import DataConfig, ModelConfig, TrainConfig
-from benchmark.data import build_dataset
-from benchmark.models import create_model
-from benchmark.training import Hooks, make_optimizer, make_scheduler, seed_everything, train
+from benchmark.cell.data import build_dataset
+from benchmark.cell.models import create_model
+from benchmark.cell.training import Hooks, make_optimizer, make_scheduler, seed_everything, train
+from benchmark.core.config import DataConfig, ModelConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")

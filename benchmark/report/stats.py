@@ -16,31 +16,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from benchmark.core import metrics as M
+
 CONFIDENCE = 0.95
 DENSE, EDROPOUT, MATCHED = "dense", "edropout", "matched"  # methods / operating points with a fixed meaning
 GROUP_KEYS = ["dataset", "arch", "method", "operating_point"]
 PAIR_KEYS = ["dataset", "arch", "seed"]
 
-# Columns a summary is made of: name -> what it is (used in tables and figure labels).
-SUMMARY_METRICS = {
-    "top1": "top-1 %",
-    "top5": "top-5 %",
-    "top1_drop": "top-1 drop (pp)",
-    "top5_drop": "top-5 drop (pp)",
-    "param_pruning_rate": "params pruned",
-    "effective_mac_reduction": "MAC reduction",
-    "latency_speedup_b1": "speed-up b1",
-    "train_cost_seconds": "train (s)",
-}
-
-NUMERIC_COLUMNS = [
-    "top1", "top5", "test_loss", "val_top1", "params", "params_nonzero", "macs", "macs_nonzero",
-    "latency_ms_b1", "latency_ms_b64", "latency_threads", "model_bytes", "train_seconds",
-    "total_train_seconds", "total_train_epochs", "epochs", "param_pruning_rate", "channel_pruning_rate",
-    "mac_reduction", "theoretical_mac_reduction", "latency_speedup_b1", "latency_speedup_b64", "dense_params",
-    "dense_macs", "top1_full", "top5_full", "search_seconds", "converged_epoch", "converged_step",
-    "target_sparsity",
-]
+# Columns a summary is made of: name -> what it is (labels come from the metric table).
+SUMMARY_METRICS = {metric: metric.label for metric in M.SUMMARY}
+NUMERIC_COLUMNS = M.numeric_columns()
 
 
 @dataclass(frozen=True)
@@ -133,22 +118,23 @@ def derive(cells: pd.DataFrame) -> pd.DataFrame:
         df[column] = df[column].fillna("").astype(str)
     finished = df["status"] == "finished"
     dense = (df["method"] == DENSE) & finished
-    df.loc[dense, "param_pruning_rate"] = df.loc[dense, "param_pruning_rate"].fillna(0.0)
-    df.loc[dense, "latency_speedup_b1"] = df.loc[dense, "latency_speedup_b1"].fillna(1.0)
-    df.loc[dense, "mac_reduction"] = df.loc[dense, "mac_reduction"].fillna(1.0)
+    df.loc[dense, M.PARAM_PRUNING_RATE] = df.loc[dense, M.PARAM_PRUNING_RATE].fillna(0.0)
+    df.loc[dense, M.LATENCY_SPEEDUP_B1] = df.loc[dense, M.LATENCY_SPEEDUP_B1].fillna(1.0)
+    df.loc[dense, M.MAC_REDUCTION] = df.loc[dense, M.MAC_REDUCTION].fillna(1.0)
     unstructured = df["granularity"] == "unstructured"
-    df["effective_mac_reduction"] = df["mac_reduction"].where(~unstructured, df["theoretical_mac_reduction"])
-    df["params_pruned_percent"] = 100.0 * df["param_pruning_rate"]
-    df["params_kept_percent"] = 100.0 - df["params_pruned_percent"]
-    df["train_cost_seconds"] = df["total_train_seconds"].fillna(df["train_seconds"])
+    df[M.EFFECTIVE_MAC_REDUCTION] = df[M.MAC_REDUCTION].where(~unstructured, df[M.THEORETICAL_MAC_REDUCTION])
+    df[M.PARAMS_PRUNED_PERCENT] = 100.0 * df[M.PARAM_PRUNING_RATE]
+    df[M.PARAMS_KEPT_PERCENT] = 100.0 - df[M.PARAMS_PRUNED_PERCENT]
+    df[M.TRAIN_COST_SECONDS] = df[M.TOTAL_TRAIN_SECONDS].fillna(df[M.TRAIN_SECONDS])
 
     reference: dict[tuple, tuple[float, float]] = {}
     for _, row in df[dense].iterrows():
-        reference.setdefault(tuple(row[k] for k in PAIR_KEYS), (row["top1"], row["top5"]))
+        reference.setdefault(tuple(row[k] for k in PAIR_KEYS), (row[M.TOP1], row[M.TOP5]))
     keys = list(zip(*(df[k] for k in PAIR_KEYS)))
-    for i, k in enumerate(("top1", "top5")):
-        df[f"{k}_dense"] = pd.Series([reference.get(key, (np.nan, np.nan))[i] for key in keys], index=df.index,
-                                     dtype=float).where(finished)
+    for i, k in enumerate((M.TOP1, M.TOP5)):
+        df[f"{k}_dense"] = pd.Series(
+            [reference.get(key, (np.nan, np.nan))[i] for key in keys], index=df.index, dtype=float
+        ).where(finished)
         df[f"{k}_drop"] = df[f"{k}_dense"] - df[k].where(finished)
     return df
 
@@ -195,11 +181,17 @@ def group_summaries(cells: pd.DataFrame, metrics: Iterable[str] = SUMMARY_METRIC
     for key, group in cells.groupby(GROUP_KEYS, sort=False):
         done = group[group["status"] == "finished"]
         granularity = next((g for g in group["granularity"] if g), "")
-        out.append(GroupSummary(
-            *key, granularity=granularity, cells=len(group), finished=len(done),
-            failed=int((group["status"] == "failed").sum()), missing=int((group["status"] == "missing").sum()),
-            metrics={m: summarize(done[m]) for m in metrics},
-        ))
+        out.append(
+            GroupSummary(
+                *key,
+                granularity=granularity,
+                cells=len(group),
+                finished=len(done),
+                failed=int((group["status"] == "failed").sum()),
+                missing=int((group["status"] == "missing").sum()),
+                metrics={m: summarize(done[m]) for m in metrics},
+            )
+        )
     out.sort(key=lambda g: (g.dataset, g.arch, method_order(g.method), operating_point_order(g.operating_point)))
     return out
 
@@ -232,8 +224,15 @@ class PairedTest:
 TTEST_NAME = "paired t-test (scipy.stats.ttest_rel)"
 
 
-def paired_test(baseline: pd.Series, reference: pd.Series, *, dataset: str = "", arch: str = "", method: str = "",
-                metric: str = "top1") -> PairedTest:
+def paired_test(
+    baseline: pd.Series,
+    reference: pd.Series,
+    *,
+    dataset: str = "",
+    arch: str = "",
+    method: str = "",
+    metric: str = M.TOP1,
+) -> PairedTest:
     """ttest_rel of two seed-indexed series on their common seeds; n/a (with the reason) when undefined."""
     pairs = pd.concat([baseline.rename("baseline"), reference.rename("reference")], axis=1, join="inner").dropna()
     n = len(pairs)
@@ -243,18 +242,20 @@ def paired_test(baseline: pd.Series, reference: pd.Series, *, dataset: str = "",
     diffs = (pairs["baseline"] - pairs["reference"]).to_numpy(dtype=float)
     mean_diff = float(diffs.mean())
     if np.ptp(diffs) == 0.0:
-        return PairedTest(**base, mean_difference=mean_diff,
-                          reason=f"the {n} differences are all {mean_diff:+.4g} (zero variance)")
+        return PairedTest(
+            **base, mean_difference=mean_diff, reason=f"the {n} differences are all {mean_diff:+.4g} (zero variance)"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = stats.ttest_rel(pairs["baseline"], pairs["reference"])
     if not (math.isfinite(result.pvalue) and math.isfinite(result.statistic)):
         return PairedTest(**base, mean_difference=mean_diff, reason="test statistic undefined (near-zero variance)")
-    return PairedTest(**base, mean_difference=mean_diff, statistic=float(result.statistic),
-                      p_value=float(result.pvalue))
+    return PairedTest(
+        **base, mean_difference=mean_diff, statistic=float(result.statistic), p_value=float(result.pvalue)
+    )
 
 
-def paired_tests(cells: pd.DataFrame, metric: str = "top1") -> dict[tuple[str, str, str], PairedTest]:
+def paired_tests(cells: pd.DataFrame, metric: str = M.TOP1) -> dict[tuple[str, str, str], PairedTest]:
     """Every baseline's `matched` cells against EDropout's own cells, per (dataset, arch, method)."""
     done = cells[cells["status"] == "finished"]
     out = {}
@@ -264,15 +265,21 @@ def paired_tests(cells: pd.DataFrame, metric: str = "top1") -> dict[tuple[str, s
         same = done[(done["dataset"] == dataset) & (done["arch"] == arch)]
         base = same[(same["method"] == method) & (same["operating_point"] == MATCHED)]
         ref = same[(same["method"] == EDROPOUT) & (same["operating_point"] == EDROPOUT)]
-        test = paired_test(base.set_index("seed")[metric], ref.set_index("seed")[metric],
-                           dataset=dataset, arch=arch, method=method, metric=metric)
+        test = paired_test(
+            base.set_index("seed")[metric],
+            ref.set_index("seed")[metric],
+            dataset=dataset,
+            arch=arch,
+            method=method,
+            metric=metric,
+        )
         if ref.empty:
             test = PairedTest(dataset, arch, method, metric, TTEST_NAME, 0, reason="no finished EDropout cell")
         out[(dataset, arch, method)] = test
     return out
 
 
-def pareto_front(points: pd.DataFrame, x: str = "effective_mac_reduction", y: str = "top1_drop") -> pd.Series:
+def pareto_front(points: pd.DataFrame, x: str = M.EFFECTIVE_MAC_REDUCTION, y: str = M.TOP1_DROP) -> pd.Series:
     """True for the points no other point beats: a larger (or equal) `x` with a smaller (or equal) `y`.
 
     Rows with a missing `x` or `y` are never on the front.

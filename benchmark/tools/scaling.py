@@ -1,7 +1,7 @@
 """How much faster a study runs with N local workers than with one, measured side by side.
 
-    python -m benchmark.scaling                                  # default profile, resnet10t, seed 0
-    python -m benchmark.scaling --profile default --arch test_resnet --workers 2
+    python -m benchmark.tools.scaling                                  # default profile, resnet10t, seed 0
+    python -m benchmark.tools.scaling --profile default --arch test_resnet --workers 2
 
 The same cells (one seed and one arch of a study profile: every method and operating point) run
 twice into fresh folders, with MLflow logging into a temporary sqlite store: first with one worker
@@ -20,16 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmark.errors import UserError
-from benchmark.execution import cpu_cores, run_study
-from benchmark.runner import TrackingSettings
-from benchmark.study import (
-    ExecutorSettings,
-    dense_cells,
-    get_profile,
-    load_params,
-    method_cells,
-)
+from benchmark.core.errors import UserError
+from benchmark.core.tracking import TrackingSettings
+from benchmark.study.backends import cpu_cores
+from benchmark.study.cells import dense_cells, method_cells
+from benchmark.study.profiles import ExecutorSettings, get_profile, load_params
+from benchmark.study.scheduler import run_study
 
 
 def timed(profile, workers: int, threads: int | None, root: Path, tracking: TrackingSettings) -> tuple[float, int]:
@@ -37,8 +33,13 @@ def timed(profile, workers: int, threads: int | None, root: Path, tracking: Trac
     os.environ["BENCHMARK_RESULTS"] = str(results)  # where 'matched' cells read EDropout's rate
     cells = method_cells(profile, results)
     start = time.perf_counter()
-    outcome = run_study(f"{workers}-worker", cells, ExecutorSettings(workers=workers, threads_per_worker=threads),
-                        tracking, lock_folder=results)
+    outcome = run_study(
+        f"{workers}-worker",
+        cells,
+        ExecutorSettings(workers=workers, threads_per_worker=threads),
+        tracking,
+        lock_folder=results,
+    )
     seconds = time.perf_counter() - start
     if outcome.failed:
         raise UserError(f"{len(outcome.failed)} cells failed, e.g. {outcome.failed[0][0]}: {outcome.failed[0][1]}")
@@ -47,14 +48,20 @@ def timed(profile, workers: int, threads: int | None, root: Path, tracking: Trac
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.scaling", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.tools.scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--profile", default="default", help="study profile in params.yaml (default: default)")
     parser.add_argument("--arch", default="resnet10t", help="architecture whose cells are run (default: resnet10t)")
     parser.add_argument("--seed", type=int, default=0, help="seed whose cells are run (default: 0)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel workers to compare with one, >= 2 (default: 2)")
-    parser.add_argument("--single-threads", type=int, default=None,
-                        help="torch threads of the one-worker run (default: every core)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="parallel workers to compare with one, >= 2 (default: 2)"
+    )
+    parser.add_argument(
+        "--single-threads", type=int, default=None, help="torch threads of the one-worker run (default: every core)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.workers < 2:
@@ -65,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp)
             os.environ["BENCHMARK_CHECKPOINTS"] = str(root / "checkpoints")
             tracking = TrackingSettings(uri=f"sqlite:///{root / 'mlflow.db'}")
-            run_study("dense (untimed)", dense_cells(profile, root / "dense"), ExecutorSettings(backend="serial"),
-                      tracking, lock_folder=root)
+            run_study(
+                "dense (untimed)",
+                dense_cells(profile, root / "dense"),
+                ExecutorSettings(backend="serial"),
+                tracking,
+                lock_folder=root,
+            )
             one, n = timed(profile, 1, args.single_threads, root, tracking)
             many, _ = timed(profile, args.workers, None, root, tracking)
     except UserError as exc:

@@ -1,4 +1,4 @@
-"""The study declared in params.yaml: profiles, their validation, and the cells they expand to."""
+"""The study declared in params.yaml: profiles and their validation (the cells they expand to: `cells`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import RunConfig, load_yaml, set_value, validate
-from benchmark.errors import UserError, unknown_choice
+from benchmark.core.config import RunConfig, load_yaml, set_value, validate
+from benchmark.core.errors import UserError, unknown_choice
+from benchmark.core.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROFILE_KEYS = {"datasets", "archs", "methods", "operating_points", "seeds", "epochs", "finetune_epochs",
-                "method_args", "set", "executor"}
+PROFILE_KEYS = {
+    "datasets",
+    "archs",
+    "methods",
+    "operating_points",
+    "seeds",
+    "epochs",
+    "finetune_epochs",
+    "method_args",
+    "set",
+    "executor",
+}
 EXECUTOR_KEYS = {"backend", "workers", "threads_per_worker", "cpus_per_cell", "gpus_per_cell"}
 BACKENDS = ("local", "serial", "ray")
 
@@ -71,7 +81,7 @@ def _list(profile: str, key: str, value: Any, item_type: type) -> list:
 
 def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
     """The named (or active) profile, checked completely before any cell runs."""
-    from benchmark import data, models
+    from benchmark.cell import data, models
 
     profiles = params["profiles"]
     name = name if name is not None else params.get("profile", "default")
@@ -119,14 +129,16 @@ def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
 
 
 def _methods(profile: str, value: Any) -> list[str]:
-    from benchmark.methods import METHODS, discover
+    from benchmark.cell.plugins import METHODS, discover
 
     discover()
     if value == "all":
         return METHODS.names()
     for method in _list(profile, "methods", value, str):
         if method not in METHODS:
-            raise UserError(f"params.yaml: profiles.{profile}.methods: {unknown_choice('method', method, METHODS.names())}")
+            raise UserError(
+                f"params.yaml: profiles.{profile}.methods: {unknown_choice('method', method, METHODS.names())}"
+            )
     return list(value)
 
 
@@ -137,7 +149,9 @@ def _operating_points(profile: str, value: Any, methods: list[str]) -> list[floa
     for point in value:
         if point == "matched":
             if "edropout" not in methods:
-                raise UserError(f"{key}: 'matched' uses EDropout's rate, so 'edropout' must be in profiles.{profile}.methods")
+                raise UserError(
+                    f"{key}: 'matched' uses EDropout's rate, so 'edropout' must be in profiles.{profile}.methods"
+                )
         elif isinstance(point, bool) or not isinstance(point, (int, float)) or not 0 <= point < 1:
             raise UserError(f"{key}: {point!r} is not a rate in [0, 1) or 'matched'")
     if len(set(map(str, value))) != len(value):
@@ -146,7 +160,7 @@ def _operating_points(profile: str, value: Any, methods: list[str]) -> list[floa
 
 
 def _method_args(profile: str, value: Any, methods: list[str]) -> dict[str, dict[str, Any]]:
-    from benchmark.methods import get_method
+    from benchmark.cell.plugins import get_method
 
     key = f"params.yaml: profiles.{profile}.method_args"
     if not isinstance(value, dict):
@@ -186,17 +200,6 @@ def _executor(profile: str, value: Any) -> ExecutorSettings:
     return settings
 
 
-def takes_operating_point(method: str) -> bool:
-    """Whether the method prunes to a target rate (`method_args.sparsity`); EDropout and dense do not."""
-    from benchmark.methods import get_method
-
-    try:
-        get_method(method).validate_args({"sparsity": 0.5})
-    except UserError:
-        return False
-    return True
-
-
 def set_active_profile(path: Path, name: str) -> None:
     """Point `profile:` in params.yaml at `name`, keeping the file's comments and layout."""
     params = load_params(path)
@@ -209,61 +212,3 @@ def set_active_profile(path: Path, name: str) -> None:
     else:
         lines.insert(0, f"profile: {name}\n")
     path.write_text("".join(lines))
-
-
-def cell_dir(results: Path, stage: str, dataset: str, arch: str, seed: int) -> Path:
-    return Path(results) / stage / dataset / arch / f"seed{seed}"
-
-
-@dataclass
-class Cell:
-    """One unit of work: a config, the folder its result goes to, and the cell it needs first."""
-
-    config: RunConfig
-    out: Path
-    operating_point: str  # 'dense', the method's own rate ('edropout'), a rate like '0.5', or 'matched'
-    after: Path | None = None  # result folder this cell reads before it can start (EDropout's, for 'matched')
-
-    @property
-    def label(self) -> str:
-        cfg = self.config
-        point = "" if self.operating_point in (cfg.method, "dense") else f" @{self.operating_point}"
-        return f"{cfg.method} {cfg.data.name}/{cfg.model.arch} seed{cfg.seed}{point}"
-
-
-def dense_cells(profile: Profile, results: Path) -> list[Cell]:
-    """The dense reference cells of a profile: one per (dataset, arch, seed)."""
-    return [
-        Cell(profile.config("dense", dataset, arch, seed), cell_dir(results, "dense", dataset, arch, seed), "dense")
-        for dataset in profile.datasets for arch in profile.archs for seed in profile.seeds
-    ]
-
-
-def method_cells(profile: Profile, results: Path) -> list[Cell]:
-    """Every pruning cell of a profile: method x dataset x arch x seed x operating point.
-
-    Results go to results/cells/<dataset>/<arch>/seed<k>/<method>[/<point>]. Methods that prune to a
-    target rate get one cell per operating point; the others (EDropout) one cell at their own rate.
-    A 'matched' cell waits for the EDropout cell of the same dataset, arch and seed.
-    """
-    cells = []
-    for dataset in profile.datasets:
-        for arch in profile.archs:
-            for seed in profile.seeds:
-                base = cell_dir(results, "cells", dataset, arch, seed)
-                for method in profile.methods:
-                    if method == "dense":
-                        continue
-                    if not takes_operating_point(method):
-                        cells.append(Cell(profile.config(method, dataset, arch, seed), base / method, method))
-                        continue
-                    for point in profile.operating_points:
-                        cfg = profile.config(method, dataset, arch, seed)
-                        cfg.method_args["sparsity"] = point
-                        if profile.finetune_epochs is not None and "finetune_epochs" not in cfg.method_args:
-                            cfg.method_args["finetune_epochs"] = profile.finetune_epochs
-                        folder = "matched" if point == "matched" else f"s{point:g}"
-                        after = base / "edropout" if point == "matched" else None
-                        cells.append(Cell(cfg, base / method / folder,
-                                          "matched" if point == "matched" else f"{point:g}", after))
-    return cells

@@ -13,15 +13,16 @@ import torch_pruning as tp
 from timm.utils import accuracy
 from torch.utils.data import DataLoader
 
-from benchmark.config import MeasureConfig
+from benchmark.core import metrics as M
+from benchmark.core.config import MeasureConfig
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
     """Total parameters and parameters that are not exactly zero (what unstructured pruning leaves)."""
     params = list(model.parameters())
     return {
-        "params": sum(p.numel() for p in params),
-        "params_nonzero": sum(int(torch.count_nonzero(p)) for p in params),
+        M.PARAMS: sum(p.numel() for p in params),
+        M.PARAMS_NONZERO: sum(int(torch.count_nonzero(p)) for p in params),
     }
 
 
@@ -89,13 +90,13 @@ def measure_model(model: nn.Module, in_chans: int, input_size: int, cfg: Measure
     """Everything about the network itself that the report compares, in one flat dict."""
     out: dict[str, float | int] = {}
     out.update(count_params(model))
-    out["macs"] = count_macs(model, in_chans, input_size)
-    out["macs_nonzero"] = count_macs(model, in_chans, input_size, nonzero=True)
-    out["model_bytes"] = serialized_bytes(model)
+    out[M.MACS] = count_macs(model, in_chans, input_size)
+    out[M.MACS_NONZERO] = count_macs(model, in_chans, input_size, nonzero=True)
+    out[M.MODEL_BYTES] = serialized_bytes(model)
     with torch_threads(cfg.threads) as threads:
-        out["latency_threads"] = threads
+        out[M.LATENCY_THREADS] = threads
         for batch in cfg.latency_batch_sizes:
-            out[f"latency_ms_b{batch}"] = latency_ms(
+            out[M.latency_ms(batch)] = latency_ms(
                 model, in_chans, input_size, batch, cfg.latency_warmup, cfg.latency_repeats
             )
     return out

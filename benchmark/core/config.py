@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from benchmark.errors import UserError, unknown_choice
+from benchmark.core.errors import UserError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULES = ("cosine", "step", "none")
@@ -92,6 +92,10 @@ class RunConfig:
 # Where data lives and how it is loaded do not change a result, so they do not change the hash.
 NOT_HASHED = {"data.root", "data.download", "data.num_workers"}
 
+# Bump when the meaning of an existing field changes (not when a field with a default is added):
+# every config hash changes with it, so no result computed under the old meaning is reused.
+SCHEMA_VERSION = 1
+
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -104,10 +108,39 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def non_default_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The flattened fields of `cfg` that differ from its class's defaults (and affect results)."""
+    defaults = flatten(type(cfg)().to_dict())
+    return {
+        k: v
+        for k, v in flatten(cfg.to_dict()).items()
+        if k not in NOT_HASHED and (k not in defaults or defaults[k] != v)
+    }
+
+
 def config_hash(cfg: RunConfig) -> str:
-    flat = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in NOT_HASHED}
-    blob = json.dumps(flat, sort_keys=True, default=str).encode()
+    """Hash of the fields that differ from their defaults, plus the schema version (as open_lth does).
+
+    Adding a knob with a default leaves every existing hash unchanged. A changed default is caught
+    by `same_config`, which compares a stored result's full config with the current one.
+    """
+    blob = json.dumps(
+        {"schema_version": SCHEMA_VERSION, **non_default_fields(cfg)}, sort_keys=True, default=str
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def same_config(stored: dict[str, Any], cfg: RunConfig) -> bool:
+    """Whether a result's stored full config describes the same run as `cfg`.
+
+    Fields the stored config lacks were added since (their defaults hold, or the hash would
+    differ); every field it has must agree, so a default that changed re-runs the cell.
+    """
+    if not isinstance(stored, dict):
+        return False
+    now = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in NOT_HASHED}
+    then = {k: v for k, v in flatten(stored).items() if k not in NOT_HASHED}
+    return all(now.get(k) == v for k, v in then.items() if k in now)
 
 
 def valid_keys(cfg: RunConfig | None = None) -> list[str]:
@@ -249,7 +282,9 @@ def validate(cfg: RunConfig) -> None:
     if d.num_workers < 0 or m.latency_warmup < 0:
         raise UserError("bad value: 'data.num_workers' and 'measure.latency_warmup' must be >= 0")
     if not m.latency_batch_sizes or min(m.latency_batch_sizes) <= 0:
-        raise UserError(f"bad value for 'measure.latency_batch_sizes': need positive sizes, got {m.latency_batch_sizes}")
+        raise UserError(
+            f"bad value for 'measure.latency_batch_sizes': need positive sizes, got {m.latency_batch_sizes}"
+        )
     if m.threads is not None and m.threads <= 0:
         raise UserError(f"bad value for 'measure.threads': must be > 0 or null, got {m.threads}")
     if cfg.seed < 0:

@@ -8,8 +8,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from benchmark.config import ModelConfig
-from benchmark.errors import UserError, unknown_choice
+from benchmark.core.config import ModelConfig
+from benchmark.core.errors import UserError, unknown_choice
 
 # The paper trains ResNets on 32x32 inputs with a CIFAR stem; at that size ImageNet's 7x7
 # stride-2 stem plus max-pool would shrink the feature map 4x before the first block.
@@ -67,7 +67,7 @@ def probe(cfg: ModelConfig, in_chans: int, input_size: int) -> bool:
     return _probe(cfg.arch, cfg.small_input, in_chans, input_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(arch: str, small_input: bool | None, in_chans: int, input_size: int) -> bool:
     cfg = ModelConfig(arch=arch, small_input=small_input)
     check_arch(cfg.arch)

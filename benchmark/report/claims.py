@@ -8,24 +8,21 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.config import load_yaml
-from benchmark.errors import UserError, unknown_choice
-from benchmark.stats import DENSE, EDROPOUT, MATCHED, Summary, summarize
+from benchmark.core import metrics as M
+from benchmark.core.config import load_yaml
+from benchmark.core.errors import UserError, unknown_choice
+from benchmark.report.stats import DENSE, EDROPOUT, MATCHED, Summary, summarize
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 COMPARISONS = (">", "<", "about")
-CLAIM_METRICS = {  # metric -> unit shown after a number
-    "top1": "%", "top5": "%", "top1_drop": " pp", "top5_drop": " pp", "params_pruned_percent": "%",
-    "params_kept_percent": "%", "param_pruning_rate": "", "effective_mac_reduction": "x",
-    "latency_speedup_b1": "x",
-}
+CLAIM_METRICS = {metric: metric.unit for metric in M.CLAIMABLE}  # metric -> unit shown after a number
 # A table row's numbers: column -> (method, operating point, metric, what it is).
 TABLE_COLUMNS = {
-    "full": (DENSE, DENSE, "top1", "unpruned top-1"),
-    "deep_compression": ("global_magnitude", MATCHED, "top1", "Deep Compression (same R) top-1"),
-    "edropout": (EDROPOUT, EDROPOUT, "top1", "{pruned} top-1"),
-    "kept_percent": (EDROPOUT, EDROPOUT, "params_kept_percent", "R (% of parameters kept)"),
+    "full": (DENSE, DENSE, M.TOP1, "unpruned top-1"),
+    "deep_compression": ("global_magnitude", MATCHED, M.TOP1, "Deep Compression (same R) top-1"),
+    "edropout": (EDROPOUT, EDROPOUT, M.TOP1, "{pruned} top-1"),
+    "kept_percent": (EDROPOUT, EDROPOUT, M.PARAMS_KEPT_PERCENT, "R (% of parameters kept)"),
 }
 
 
@@ -108,15 +105,24 @@ def load_claims(path: str | Path = CLAIMS_PATH) -> list[Claim]:
     try:
         abstract = raw.get("abstract") or {}
         for i, item in enumerate(abstract.get("claims") or []):
-            claims.append(_claim(
-                path, f"abstract claim {i + 1}", id=item["id"], text=item["text"],
-                source=item.get("source", abstract["source"]),
-                method=item.get("method", defaults.get("method", EDROPOUT)),
-                operating_point=str(item.get("operating_point", defaults.get("operating_point", EDROPOUT))),
-                metric=item["metric"], comparison=item["comparison"], value=item["value"],
-                tolerance=item.get("tolerance", tolerances.get(item["metric"])),
-                datasets=item.get("datasets", abstract["datasets"]), archs=item.get("archs", abstract["archs"]),
-                out_of_setting=item.get("out_of_setting", "measure")))
+            claims.append(
+                _claim(
+                    path,
+                    f"abstract claim {i + 1}",
+                    id=item["id"],
+                    text=item["text"],
+                    source=item.get("source", abstract["source"]),
+                    method=item.get("method", defaults.get("method", EDROPOUT)),
+                    operating_point=str(item.get("operating_point", defaults.get("operating_point", EDROPOUT))),
+                    metric=item["metric"],
+                    comparison=item["comparison"],
+                    value=item["value"],
+                    tolerance=item.get("tolerance", tolerances.get(item["metric"])),
+                    datasets=item.get("datasets", abstract["datasets"]),
+                    archs=item.get("archs", abstract["archs"]),
+                    out_of_setting=item.get("out_of_setting", "measure"),
+                )
+            )
         for table in raw.get("tables") or []:
             pruned = table.get("pruned_label", "EDropout (P)")
             for row in table["rows"]:
@@ -129,12 +135,24 @@ def load_claims(path: str | Path = CLAIMS_PATH) -> list[Claim]:
                 for column, (method, point, metric, what) in TABLE_COLUMNS.items():
                     if column not in row:
                         continue
-                    claims.append(_claim(
-                        path, where, id=f"{table['dataset']}/{row['arch']}/{column}",
-                        text=f"{label} on {table['dataset']}: {what.format(pruned=pruned)} {row[column]}",
-                        source=table["source"], method=method, operating_point=point, metric=metric,
-                        comparison="about", value=row[column], tolerance=tolerances.get(metric),
-                        datasets=[table["dataset"]], archs=[row["arch"]], paper_arch=label))
+                    claims.append(
+                        _claim(
+                            path,
+                            where,
+                            id=f"{table['dataset']}/{row['arch']}/{column}",
+                            text=f"{label} on {table['dataset']}: {what.format(pruned=pruned)} {row[column]}",
+                            source=table["source"],
+                            method=method,
+                            operating_point=point,
+                            metric=metric,
+                            comparison="about",
+                            value=row[column],
+                            tolerance=tolerances.get(metric),
+                            datasets=[table["dataset"]],
+                            archs=[row["arch"]],
+                            paper_arch=label,
+                        )
+                    )
     except (KeyError, TypeError) as exc:
         raise UserError(f"{path.name}: malformed claim entry ({type(exc).__name__}: {exc})") from None
     ids = [c.id for c in claims]
@@ -158,8 +176,10 @@ def _why_not_run(claim: Claim, cells: pd.DataFrame) -> str:
     on_data = cells[cells["dataset"].isin(datasets)]
     if not on_data["arch"].isin(claim.archs).any():
         return f"arch {_names(claim.archs)} not run on {_names(datasets)} (ran: {_names(on_data['arch'])})"
-    return (f"no {claim.method} cells at operating point '{claim.operating_point}' on "
-            f"{_names(datasets)}/{_names(on_data.loc[on_data['arch'].isin(claim.archs), 'arch'])}")
+    return (
+        f"no {claim.method} cells at operating point '{claim.operating_point}' on "
+        f"{_names(datasets)}/{_names(on_data.loc[on_data['arch'].isin(claim.archs), 'arch'])}"
+    )
 
 
 def _pairs(cells: pd.DataFrame) -> str:
@@ -176,8 +196,10 @@ def check_claim(claim: Claim, cells: pd.DataFrame) -> ClaimResult:
         if claim.out_of_setting != "measure" or chosen.empty:
             return ClaimResult(claim, NOT_RUN, _why_not_run(claim, cells))
         in_setting, setting = chosen, "different"
-        prefix = (f"different setting: none of the paper's datasets ({_names(claim.datasets)}) with its models "
-                  f"({_names(claim.archs)}) ran; ")
+        prefix = (
+            f"different setting: none of the paper's datasets ({_names(claim.datasets)}) with its models "
+            f"({_names(claim.archs)}) ran; "
+        )
     finished = in_setting[in_setting["status"] == "finished"]
     done = finished[pd.to_numeric(finished[claim.metric], errors="coerce").notna()]
     if finished.empty:
@@ -193,8 +215,7 @@ def check_claim(claim: Claim, cells: pd.DataFrame) -> ClaimResult:
     if claim.comparison == "about":
         off = mean - claim.value
         ok = abs(off) <= claim.tolerance
-        verdict_text = (f"off by {off:+.2f}{unit}, {'within' if ok else 'outside'} the ±{claim.tolerance:g} "
-                        f"tolerance")
+        verdict_text = f"off by {off:+.2f}{unit}, {'within' if ok else 'outside'} the ±{claim.tolerance:g} tolerance"
         if measured.has_interval:
             inside = measured.ci_low <= claim.value <= measured.ci_high
             verdict_text += f"; the paper's value is {'inside' if inside else 'outside'} the 95% CI"
@@ -210,8 +231,10 @@ def check_claim(claim: Claim, cells: pd.DataFrame) -> ClaimResult:
                 verdict_text += "; the whole 95% CI misses it"
             else:
                 verdict_text += "; the 95% CI straddles the threshold (not conclusive at 95%)"
-    reason = (f"{prefix}measured {measured.format()}{unit} over {measured.n} cell{'s' if measured.n != 1 else ''} "
-              f"[{_pairs(done)}]; {verdict_text}")
+    reason = (
+        f"{prefix}measured {measured.format()}{unit} over {measured.n} cell{'s' if measured.n != 1 else ''} "
+        f"[{_pairs(done)}]; {verdict_text}"
+    )
     if measured.n == 1:
         reason += "; one cell: no interval"
     return ClaimResult(claim, REPRODUCED if ok else NOT_REPRODUCED, reason, measured, setting)

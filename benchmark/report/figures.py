@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from benchmark.stats import DENSE, EDROPOUT, GroupSummary, method_order, pareto_front
+from benchmark.core import metrics as M
+from benchmark.report.stats import DENSE, EDROPOUT, GroupSummary, method_order, pareto_front
 
 DPI = 110
 CURVE_KEYS = ("step", "best_energy", "mean_energy", "kept_fraction")
@@ -27,6 +29,35 @@ class Figure:
     name: str  # file name under figures/
     title: str
     caption: str
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the report: `draw(data, out_dir, name, colors)` writes `out_dir/name` and returns None, or
+    returns one line saying why it was not drawn. `data` is "groups" (seed summaries) or "cells" (every cell)."""
+
+    draw: Callable[..., str | None]
+    name: str
+    title: str
+    caption: str
+    data: str
+
+
+FIGURES: list[FigureSpec] = []  # in report order
+
+
+def report_figure(name: str, title: str, caption: str, data: str = "groups"):
+    """Decorator that adds a figure to every report (see README, "Add a report figure")."""
+    if data not in ("groups", "cells"):
+        raise ValueError(f"figure {name!r}: data must be 'groups' or 'cells', got {data!r}")
+    if any(f.name == name for f in FIGURES):
+        raise ValueError(f"figure {name!r} is registered twice")
+
+    def decorator(draw: Callable[..., str | None]) -> Callable[..., str | None]:
+        FIGURES.append(FigureSpec(draw, name, title, caption, data))
+        return draw
+
+    return decorator
 
 
 @dataclass
@@ -66,8 +97,11 @@ def _pair_panels(frame: pd.DataFrame):
     """One panel per (dataset, arch) of `frame`: the figure, its axes and (ax, dataset, arch, rows)."""
     pairs = sorted(set(zip(frame["dataset"], frame["arch"])))
     fig, axes = _panels(len(pairs))
-    return fig, axes, [(ax, d, a, frame[(frame["dataset"] == d) & (frame["arch"] == a)])
-                       for ax, (d, a) in zip(axes, pairs)]
+    return (
+        fig,
+        axes,
+        [(ax, d, a, frame[(frame["dataset"] == d) & (frame["arch"] == a)]) for ax, (d, a) in zip(axes, pairs)],
+    )
 
 
 def _save(fig, out_dir: Path, name: str) -> None:
@@ -89,45 +123,70 @@ def _means(groups: list[GroupSummary]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def accuracy_vs_pruning(groups: list[GroupSummary], out_dir: Path, name: str = "accuracy_vs_pruning.png",
-                        colors: dict[str, tuple] | None = None) -> str | None:
+@report_figure(
+    "accuracy_vs_pruning.png",
+    "Accuracy vs parameter pruning rate",
+    "Top-1 (mean over seeds) vs the share of parameters pruned; bands and bars: 95% t confidence intervals.",
+)
+def accuracy_vs_pruning(
+    groups: list[GroupSummary],
+    out_dir: Path,
+    name: str = "accuracy_vs_pruning.png",
+    colors: dict[str, tuple] | None = None,
+) -> str | None:
     """Top-1 vs parameter pruning rate, mean over seeds with its 95% CI band, one panel per dataset/arch."""
     means = _means(groups)
-    if means.empty or means[["top1", "param_pruning_rate"]].dropna().empty:
+    if means.empty or means[[M.TOP1, M.PARAM_PRUNING_RATE]].dropna().empty:
         return "accuracy vs pruning rate: no finished cell with top-1 and a pruning rate"
-    means = means.dropna(subset=["top1", "param_pruning_rate"])
+    means = means.dropna(subset=[M.TOP1, M.PARAM_PRUNING_RATE])
     colors = colors or _palette(means["method"])
     with sns.axes_style("whitegrid"):
         fig, axes, panels = _pair_panels(means)
         for ax, dataset, arch, panel in panels:
             for method, curve in sorted(panel.groupby("method"), key=lambda kv: method_order(kv[0])):
-                curve = curve.sort_values("param_pruning_rate")
-                x = 100 * curve["param_pruning_rate"]
-                low, high = curve["top1_low"].fillna(curve["top1"]), curve["top1_high"].fillna(curve["top1"])
-                ax.plot(x, curve["top1"], marker="o", color=colors[method], label=method)
+                curve = curve.sort_values(M.PARAM_PRUNING_RATE)
+                x = 100 * curve[M.PARAM_PRUNING_RATE]
+                low, high = curve["top1_low"].fillna(curve[M.TOP1]), curve["top1_high"].fillna(curve[M.TOP1])
+                ax.plot(x, curve[M.TOP1], marker="o", color=colors[method], label=method)
                 if len(curve) > 1:
                     ax.fill_between(x, low, high, color=colors[method], alpha=0.2, linewidth=0)
                 else:
                     xerr = None
                     if method == EDROPOUT and curve["param_pruning_rate_low"].notna().all():
-                        xerr = [100 * (curve["param_pruning_rate"] - curve["param_pruning_rate_low"]),
-                                100 * (curve["param_pruning_rate_high"] - curve["param_pruning_rate"])]
-                    ax.errorbar(x, curve["top1"], yerr=[curve["top1"] - low, high - curve["top1"]], xerr=xerr,
-                                fmt="none", ecolor=colors[method], capsize=3)
+                        xerr = [
+                            100 * (curve[M.PARAM_PRUNING_RATE] - curve["param_pruning_rate_low"]),
+                            100 * (curve["param_pruning_rate_high"] - curve[M.PARAM_PRUNING_RATE]),
+                        ]
+                    ax.errorbar(
+                        x,
+                        curve[M.TOP1],
+                        yerr=[curve[M.TOP1] - low, high - curve[M.TOP1]],
+                        xerr=xerr,
+                        fmt="none",
+                        ecolor=colors[method],
+                        capsize=3,
+                    )
                 if method == DENSE:
-                    ax.axhline(curve["top1"].iloc[0], color=colors[method], linestyle=":", linewidth=1)
-            ax.set(title=f"{dataset} / {arch}", xlabel="parameters pruned (%)", ylabel="top-1 (%)")
+                    ax.axhline(curve[M.TOP1].iloc[0], color=colors[method], linestyle=":", linewidth=1)
+            ax.set(title=f"{dataset} / {arch}", xlabel=M.PARAM_PRUNING_RATE.label, ylabel=M.TOP1.label)
         _legend(fig, axes)
         fig.suptitle("Top-1 vs parameter pruning rate (mean over seeds, 95% t CI)")
         _save(fig, out_dir, name)
     return None
 
 
-def drop_vs_macs(groups: list[GroupSummary], out_dir: Path, name: str = "drop_vs_macs.png",
-                 colors: dict[str, tuple] | None = None) -> str | None:
+@report_figure(
+    "drop_vs_macs.png",
+    "Accuracy drop vs MAC reduction",
+    "Top-1 drop vs the dense cell of the same seed, against MAC reduction (non-zero MACs for unstructured "
+    "methods); circled points: the Pareto front (no other point has a larger reduction and a smaller drop).",
+)
+def drop_vs_macs(
+    groups: list[GroupSummary], out_dir: Path, name: str = "drop_vs_macs.png", colors: dict[str, tuple] | None = None
+) -> str | None:
     """Top-1 drop vs MAC reduction (group means), with each panel's Pareto front marked."""
     means = _means(groups)
-    needed = ["top1_drop", "effective_mac_reduction"]
+    needed = [M.TOP1_DROP, M.EFFECTIVE_MAC_REDUCTION]
     if means.empty or means[needed].dropna().empty:
         return "accuracy drop vs MAC reduction: no finished cell with both a top-1 drop and a MAC reduction"
     means = means.dropna(subset=needed).reset_index(drop=True)
@@ -135,38 +194,74 @@ def drop_vs_macs(groups: list[GroupSummary], out_dir: Path, name: str = "drop_vs
     with sns.axes_style("whitegrid"):
         fig, axes, panels = _pair_panels(means)
         for ax, dataset, arch, panel in panels:
-            front = panel[pareto_front(panel)].sort_values("effective_mac_reduction")
-            ax.step(front["effective_mac_reduction"], front["top1_drop"], where="post", color="black",
-                    linewidth=1, label="Pareto front")
-            ax.scatter(front["effective_mac_reduction"], front["top1_drop"], s=140, facecolors="none",
-                       edgecolors="black", linewidths=1.2)
+            front = panel[pareto_front(panel)].sort_values(M.EFFECTIVE_MAC_REDUCTION)
+            ax.step(
+                front[M.EFFECTIVE_MAC_REDUCTION],
+                front[M.TOP1_DROP],
+                where="post",
+                color="black",
+                linewidth=1,
+                label="Pareto front",
+            )
+            ax.scatter(
+                front[M.EFFECTIVE_MAC_REDUCTION],
+                front[M.TOP1_DROP],
+                s=140,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+            )
             for method, pts in sorted(panel.groupby("method"), key=lambda kv: method_order(kv[0])):
-                ax.scatter(pts["effective_mac_reduction"], pts["top1_drop"], color=colors[method], label=method, s=36)
-            ax.set(title=f"{dataset} / {arch}", xlabel="MAC reduction (x; non-zero MACs for unstructured)",
-                   ylabel="top-1 drop vs dense (pp)")
+                ax.scatter(pts[M.EFFECTIVE_MAC_REDUCTION], pts[M.TOP1_DROP], color=colors[method], label=method, s=36)
+            ax.set(
+                title=f"{dataset} / {arch}",
+                xlabel=f"{M.EFFECTIVE_MAC_REDUCTION.label} (x; non-zero MACs for unstructured)",
+                ylabel=f"{M.TOP1_DROP.label} vs dense",
+            )
         _legend(fig, axes)
         fig.suptitle("Accuracy drop vs MAC reduction (means over seeds); circled: Pareto front")
         _save(fig, out_dir, name)
     return None
 
 
-def speedup_vs_macs(cells: pd.DataFrame, out_dir: Path, name: str = "speedup_vs_macs.png",
-                    colors: dict[str, tuple] | None = None) -> str | None:
+@report_figure(
+    "speedup_vs_macs.png",
+    "Measured speed-up vs MAC reduction",
+    "Measured CPU latency speed-up at batch 1 against MAC reduction; below the dashed y = x line, saved MACs "
+    "did not turn into saved time.",
+    data="cells",
+)
+def speedup_vs_macs(
+    cells: pd.DataFrame, out_dir: Path, name: str = "speedup_vs_macs.png", colors: dict[str, tuple] | None = None
+) -> str | None:
     """Measured batch-1 latency speed-up vs MAC reduction, every finished pruned cell, with y = x."""
     done = cells[(cells["status"] == "finished") & (cells["method"] != DENSE)]
-    done = done.dropna(subset=["effective_mac_reduction", "latency_speedup_b1"])
+    done = done.dropna(subset=[M.EFFECTIVE_MAC_REDUCTION, M.LATENCY_SPEEDUP_B1])
     if done.empty:
         return "latency speed-up vs MAC reduction: no finished pruned cell with both values"
     colors = colors or _palette(done["method"])
     with sns.axes_style("whitegrid"):
         fig, axes, panels = _pair_panels(done)
         for ax, dataset, arch, panel in panels:
-            sns.scatterplot(data=panel, x="effective_mac_reduction", y="latency_speedup_b1", hue="method",
-                            hue_order=[m for m in colors if m in set(panel["method"])], palette=colors, ax=ax, s=36)
-            top = max(panel["effective_mac_reduction"].max(), panel["latency_speedup_b1"].max(), 1.0) * 1.05
+            sns.scatterplot(
+                data=panel,
+                x=M.EFFECTIVE_MAC_REDUCTION,
+                y=M.LATENCY_SPEEDUP_B1,
+                hue="method",
+                hue_order=[m for m in colors if m in set(panel["method"])],
+                palette=colors,
+                ax=ax,
+                s=36,
+            )
+            top = max(panel[M.EFFECTIVE_MAC_REDUCTION].max(), panel[M.LATENCY_SPEEDUP_B1].max(), 1.0) * 1.05
             ax.plot([0, top], [0, top], linestyle="--", color="grey", linewidth=1, label="y = x")
-            ax.set(xlim=(0, top), ylim=(0, top), title=f"{dataset} / {arch}",
-                   xlabel="MAC reduction (x; non-zero MACs for unstructured)", ylabel="measured speed-up, batch 1 (x)")
+            ax.set(
+                xlim=(0, top),
+                ylim=(0, top),
+                title=f"{dataset} / {arch}",
+                xlabel=f"{M.EFFECTIVE_MAC_REDUCTION.label} (x; non-zero MACs for unstructured)",
+                ylabel=f"measured {M.LATENCY_SPEEDUP_B1.label} (x)",
+            )
         _legend(fig, axes)
         fig.suptitle("Measured latency speed-up vs MAC reduction (each point one cell)")
         _save(fig, out_dir, name)
@@ -209,16 +304,23 @@ def search_dynamics(cells: pd.DataFrame, out_dir: Path, root: Path) -> tuple[lis
                 runs.append((row["seed"], curve, converged))
         if not runs:
             continue
-        with_diversity = all(isinstance(c.get("diversity"), list) and len(c["diversity"]) == len(c["step"])
-                             for _, c, _ in runs)
+        with_diversity = all(
+            isinstance(c.get("diversity"), list) and len(c["diversity"]) == len(c["step"]) for _, c, _ in runs
+        )
         colors = sns.color_palette("tab10", len(runs))
         with sns.axes_style("whitegrid"):
             fig, axes = _panels(3 if with_diversity else 2)
             unconverged = []
             for color, (seed, curve, converged) in zip(colors, runs):
                 axes[0].plot(curve["step"], curve["best_energy"], color=color, label=f"seed {seed} best")
-                axes[0].plot(curve["step"], curve["mean_energy"], color=color, linestyle="--", alpha=0.7,
-                             label=f"seed {seed} mean")
+                axes[0].plot(
+                    curve["step"],
+                    curve["mean_energy"],
+                    color=color,
+                    linestyle="--",
+                    alpha=0.7,
+                    label=f"seed {seed} mean",
+                )
                 axes[1].plot(curve["step"], curve["kept_fraction"], color=color, label=f"seed {seed}")
                 if with_diversity:
                     axes[2].plot(curve["step"], curve["diversity"], color=color, label=f"seed {seed}")
@@ -231,8 +333,12 @@ def search_dynamics(cells: pd.DataFrame, out_dir: Path, root: Path) -> tuple[lis
                 else:
                     unconverged.append(str(seed))
             axes[0].set(title="energy (lower is better)", xlabel="step (generation)", ylabel="energy")
-            axes[1].set(title="fraction of units kept (best state)", xlabel="step (generation)",
-                        ylabel="kept fraction", ylim=(0, 1.02))
+            axes[1].set(
+                title="fraction of units kept (best state)",
+                xlabel="step (generation)",
+                ylabel="kept fraction",
+                ylim=(0, 1.02),
+            )
             if with_diversity:
                 axes[2].set(title="population diversity", xlabel="step (generation)", ylabel="mean Hamming distance")
             for ax in axes:
@@ -253,26 +359,16 @@ def make_figures(cells: pd.DataFrame, groups: list[GroupSummary], out_dir: Path,
     """Every figure into `out_dir`; `cells` is `stats.derive` of results.csv, `root` resolves result_dir."""
     out = FigureSet()
     colors = _palette(cells["method"])  # one colour per method across every figure
-    plain = [
-        (accuracy_vs_pruning, groups, "accuracy_vs_pruning.png", "Accuracy vs parameter pruning rate",
-         "Top-1 (mean over seeds) vs the share of parameters pruned; bands and bars: 95% t confidence intervals."),
-        (drop_vs_macs, groups, "drop_vs_macs.png", "Accuracy drop vs MAC reduction",
-         ("Top-1 drop vs the dense cell of the same seed, against MAC reduction (non-zero MACs for unstructured "
-          "methods); circled points: the Pareto front (no other point has a larger reduction and a smaller drop).")),
-        (speedup_vs_macs, cells, "speedup_vs_macs.png", "Measured speed-up vs MAC reduction",
-         ("Measured CPU latency speed-up at batch 1 against MAC reduction; below the dashed y = x line, saved MACs "
-          "did not turn into saved time.")),
-    ]
-    for fn, data, name, title, caption in plain:
+    for spec in FIGURES:
         try:
-            note = fn(data, out_dir, name, colors)
+            note = spec.draw(groups if spec.data == "groups" else cells, out_dir, spec.name, colors)
         except Exception as exc:  # noqa: BLE001 - a figure must never take the report down
             plt.close("all")
-            note = f"{title}: not drawn ({type(exc).__name__}: {exc})"
+            note = f"{spec.title}: not drawn ({type(exc).__name__}: {exc})"
         if note:
             out.notes.append(note)
         else:
-            out.figures.append(Figure(name, title, caption))
+            out.figures.append(Figure(spec.name, spec.title, spec.caption))
     try:
         figures, notes = search_dynamics(cells, out_dir, root)
     except Exception as exc:  # noqa: BLE001 - as above

@@ -1,7 +1,7 @@
 """Speed benchmarks of EDropout, side by side in one process on this machine.
 
-    python -m benchmark.speed            # whole training: dense vs EDropout variants (ResNet-18, digits)
-    python -m benchmark.speed --quick    # fewer epochs, for a quick look
+    python -m benchmark.tools.speed            # whole training: dense vs EDropout variants (ResNet-18, digits)
+    python -m benchmark.tools.speed --quick    # fewer epochs, for a quick look
 
 Timings on a shared CPU are noisy: compare the ratios within one run, not absolute seconds.
 """
@@ -15,12 +15,14 @@ import time
 
 import torch
 
-from benchmark.config import RunConfig
-from benchmark.runner import TrackingSettings, run_cell
+from benchmark.cell.runner import run_cell
+from benchmark.core.config import RunConfig
+from benchmark.core.tracking import TrackingSettings
 
 
-def population_eval_speed(arch: str = "resnet18", input_size: int = 16, energy_batch: int = 16,
-                          population: int = 8, repeats: int = 5) -> dict[str, float]:
+def population_eval_speed(
+    arch: str = "resnet18", input_size: int = 16, energy_batch: int = 16, population: int = 8, repeats: int = 5
+) -> dict[str, float]:
     """Seconds to score parents + trials (2 x population states) batched vs one state at a time."""
     import timm
 
@@ -58,7 +60,9 @@ VARIANTS = {
     "edropout, energy on the whole batch (paper)": ("edropout", {"energy_batch": None}),
     "edropout, energy on 8 samples": ("edropout", {"energy_batch": 8}),
     "edropout, energy on 8 samples, search stops at 25% of the epochs": (
-        "edropout", {"energy_batch": 8, "stop_fraction": 0.25}),
+        "edropout",
+        {"energy_batch": 8, "stop_fraction": 0.25},
+    ),
 }
 
 
@@ -69,10 +73,17 @@ def training_speed(epochs: int, out_root: str, arch: str = "resnet18", seed: int
         cfg.model.arch, cfg.train.epochs, cfg.method_args = arch, epochs, dict(args)
         start = time.perf_counter()
         metrics = run_cell(cfg, f"{out_root}/{len(rows)}", TrackingSettings(enabled=False), progress=False)
-        rows.append({"variant": label, "train_seconds": metrics["train_seconds"], "top1": metrics["top1"],
-                     "param_pruning_rate": metrics.get("param_pruning_rate", 0.0),
-                     "search_seconds": metrics.get("search_seconds", 0.0),
-                     "converged_epoch": metrics.get("converged_epoch"), "wall": time.perf_counter() - start})
+        rows.append(
+            {
+                "variant": label,
+                "train_seconds": metrics["train_seconds"],
+                "top1": metrics["top1"],
+                "param_pruning_rate": metrics.get("param_pruning_rate", 0.0),
+                "search_seconds": metrics.get("search_seconds", 0.0),
+                "converged_epoch": metrics.get("converged_epoch"),
+                "wall": time.perf_counter() - start,
+            }
+        )
         print(f"  {label}: {metrics['train_seconds']:.1f}s", file=sys.stderr)
     dense = rows[0]["train_seconds"]
     for row in rows:
@@ -81,8 +92,11 @@ def training_speed(epochs: int, out_root: str, arch: str = "resnet18", seed: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.speed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.tools.speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="4 epochs")
     parser.add_argument("--out", default="results/speed", help="folder for the cells' metrics.json")
@@ -91,15 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
     pop = population_eval_speed()
     print("\n## Population evaluation (16 states x 16 samples, ResNet-18, 16 px)\n")
-    print(f"batched {pop['batched'] * 1000:.1f} ms, one by one {pop['sequential'] * 1000:.1f} ms: "
-          f"**{pop['speedup']:.2f}x** faster batched")
+    print(
+        f"batched {pop['batched'] * 1000:.1f} ms, one by one {pop['sequential'] * 1000:.1f} ms: "
+        f"**{pop['speedup']:.2f}x** faster batched"
+    )
     rows = training_speed(epochs, args.out)
     print(f"\n## Whole training, ResNet-18 on digits, {epochs} epochs, same machine, one run\n")
     print("| variant | train (s) | x dense | search (s) | converged epoch | top-1 % | param pruning rate |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['train_seconds']:.1f} | {r['ratio_to_dense']:.2f} | {r['search_seconds']:.1f} "
-              f"| {r['converged_epoch'] or '-'} | {r['top1']:.2f} | {r['param_pruning_rate']:.3f} |")
+        print(
+            f"| {r['variant']} | {r['train_seconds']:.1f} | {r['ratio_to_dense']:.2f} | {r['search_seconds']:.1f} "
+            f"| {r['converged_epoch'] or '-'} | {r['top1']:.2f} | {r['param_pruning_rate']:.3f} |"
+        )
     return 0
 
 

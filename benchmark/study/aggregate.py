@@ -7,54 +7,69 @@ stay in each cell's metrics.json; `result_dir` points there.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmark.study import PROJECT_ROOT, Cell, Profile, dense_cells, method_cells
+from benchmark.cell.plugins import get_method
+from benchmark.core.io import read_json
+from benchmark.core.paths import FAILED_FILE, METRICS_FILE, relative_to_root
+from benchmark.study.cells import Cell, dense_cells, method_cells
+from benchmark.study.profiles import Profile
 
-ID_COLUMNS = ["cell", "method", "arch", "dataset", "seed", "operating_point", "granularity", "schedule",
-              "status", "error", "result_dir"]
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
+ID_COLUMNS = [
+    "cell",
+    "method",
+    "arch",
+    "dataset",
+    "seed",
+    "operating_point",
+    "granularity",
+    "schedule",
+    "tags",
+    "status",
+    "error",
+    "result_dir",
+]
 
 
 def cell_row(cell: Cell) -> dict[str, Any]:
-    from benchmark.execution import FAILED_FILE
-    from benchmark.methods import get_method
-
     cfg = cell.config
     spec = get_method(cfg.method)
     row: dict[str, Any] = {
-        "cell": "/".join([cfg.method, cfg.data.name, cfg.model.arch, f"seed{cfg.seed}"]
-                         + ([cell.operating_point] if cell.operating_point not in ("dense", cfg.method) else [])),
-        "method": cfg.method, "arch": cfg.model.arch, "dataset": cfg.data.name, "seed": cfg.seed,
-        "operating_point": cell.operating_point, "granularity": spec.granularity, "schedule": spec.schedule,
-        "status": "missing", "error": "", "result_dir": _relative(cell.out),
+        "cell": "/".join(
+            [cfg.method, cfg.data.name, cfg.model.arch, f"seed{cfg.seed}"]
+            + ([cell.operating_point] if cell.operating_point not in ("dense", cfg.method) else [])
+        ),
+        "method": cfg.method,
+        "arch": cfg.model.arch,
+        "dataset": cfg.data.name,
+        "seed": cfg.seed,
+        "operating_point": cell.operating_point,
+        "granularity": spec.granularity,
+        "schedule": spec.schedule,
+        "tags": " ".join(sorted(spec.tags)),
+        "status": "missing",
+        "error": "",
+        "result_dir": relative_to_root(cell.out),
     }
-    try:
-        metrics = json.loads((cell.out / "metrics.json").read_text())
-    except (OSError, ValueError):
-        metrics = None
+    metrics = read_json(cell.out / METRICS_FILE)
     if metrics is not None and metrics.get("status") == "finished":
         row["status"] = "finished"
-        row.update({k: v for k, v in metrics.items()
-                    if k not in row and isinstance(v, (int, float, str, bool)) or v is None and k not in row})
+        row.update(
+            {
+                k: v
+                for k, v in metrics.items()
+                if k not in row and isinstance(v, (int, float, str, bool)) or v is None and k not in row
+            }
+        )
         sparsity = metrics.get("config", {}).get("method_args", {}).get("sparsity")
         row["target_sparsity"] = sparsity if isinstance(sparsity, (int, float)) else None
         return row
-    try:
-        failure = json.loads((cell.out / FAILED_FILE).read_text())
+    failure = read_json(cell.out / FAILED_FILE)
+    if failure is not None:
         row["status"], row["error"] = "failed", failure.get("error", "unknown error")
-    except (OSError, ValueError):
-        pass
     return row
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from benchmark.errors import UserError, unknown_choice
+from benchmark.core.errors import UserError, unknown_choice
 
 T = TypeVar("T")
 

@@ -1,0 +1,51 @@
+"""The code fingerprint of a cell: the code that can change its result, found from the package layout.
+
+A cell's result depends on the cell layer (`benchmark/cell/`), the EDropout library, the method's
+own file and the dataset's own file. Everything else (core utilities such as errors, config
+parsing and MLflow logging; the study, report and tools layers; other methods' and datasets'
+files) cannot change a number in metrics.json, so editing it never re-runs a cell. Which files are
+datasets' own files is read from the dataset registry, not from a list of names.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+from benchmark.cell.data import DATASETS, DatasetSpec
+from benchmark.cell.spec import MethodSpec
+from benchmark.core.paths import PROJECT_ROOT
+
+CELL_LAYER = PROJECT_ROOT / "benchmark" / "cell"
+LIBRARIES = (PROJECT_ROOT / "edropout",)
+
+
+def fingerprint_files(method: MethodSpec, dataset: DatasetSpec) -> list[Path]:
+    """Every file a cell of `method` on `dataset` depends on, in a fixed order."""
+    families = {Path(spec.source).resolve() for spec in map(DATASETS.get, DATASETS.names()) if spec.source}
+    shared = [p for p in sorted(CELL_LAYER.rglob("*.py")) if p.resolve() not in families]
+    files = shared + [p for root in LIBRARIES for p in sorted(root.rglob("*.py"))]
+    for own in (dataset.source, method.source):
+        if own and Path(own).is_file() and Path(own).resolve() not in {f.resolve() for f in files}:
+            files.append(Path(own))
+    return files
+
+
+def code_fingerprint(method: MethodSpec, dataset: DatasetSpec) -> str:
+    """Hash of the code a cell's result depends on. A finished cell counts as done only while it holds."""
+    return _fingerprint(tuple(str(p) for p in fingerprint_files(method, dataset)))
+
+
+@functools.cache
+def _fingerprint(files: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for name in files:
+        path = Path(name)
+        try:  # paths inside the project are hashed relative to it, so another clone gets the same hash
+            label = str(path.resolve().relative_to(PROJECT_ROOT))
+        except ValueError:
+            label = path.name
+        h.update(label.encode() + b"\0")
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,231 @@
+"""One benchmark cell, end to end: config -> data -> model -> method -> measurement -> result.
+
+Everything that can be wrong with the input is checked before the MLflow run is created and
+before anything is written, so bad input leaves neither a metrics.json nor a run behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from benchmark.cell import data as data_mod
+from benchmark.cell import models
+from benchmark.cell.context import CellContext
+from benchmark.cell.fingerprint import code_fingerprint
+from benchmark.cell.measure import measure_model
+from benchmark.cell.plugins import get_method
+from benchmark.cell.spec import MethodResult, MethodSpec
+from benchmark.cell.training import EpochStats, ProgressStyle, seed_everything
+from benchmark.core import metrics as M
+from benchmark.core.config import RunConfig, config_hash, flatten, same_config, validate
+from benchmark.core.errors import UserError
+from benchmark.core.io import check_writable, read_json, write_json_atomic
+from benchmark.core.paths import CONFIG_FILE, METRICS_FILE, MODEL_FILE, cell_folder, relative_to_root, results_root
+from benchmark.core.provenance import git_commit, versions
+from benchmark.core.tracking import TrackingSettings, open_cell_tracker
+
+__all__ = ["CellIdentity", "TrackingSettings", "identify", "is_done", "read_matched", "resolve", "run_cell"]
+
+
+def compare_with_dense(cfg: RunConfig, bundle: data_mod.DatasetBundle, measured: dict) -> dict[str, float]:
+    """Speed and cost of the unpruned architecture, measured right after the pruned one in this process.
+
+    Timing both side by side keeps the speedup meaningful on a noisy machine. `speedup_per_mac_reduction`
+    near 1 means the saved MACs turn into saved time; well below 1, the pruned shapes suit the
+    hardware poorly (try `method_args.round_to=8`).
+    """
+    reference = models.create_model(cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)
+    dense = measure_model(reference, bundle.in_chans, bundle.input_size, cfg.measure)
+    batches = cfg.measure.latency_batch_sizes
+    out = {M.DENSE_PARAMS: dense[M.PARAMS], M.DENSE_MACS: dense[M.MACS]}
+    out.update({M.dense_latency_ms(b): dense[M.latency_ms(b)] for b in batches})
+    out[M.MAC_REDUCTION] = dense[M.MACS] / measured[M.MACS]
+    out[M.THEORETICAL_MAC_REDUCTION] = dense[M.MACS] / max(1, measured[M.MACS_NONZERO])
+    for b in batches:
+        out[M.latency_speedup(b)] = dense[M.latency_ms(b)] / measured[M.latency_ms(b)]
+        out[M.speedup_per_mac_reduction(b)] = out[M.latency_speedup(b)] / out[M.MAC_REDUCTION]
+    return out
+
+
+def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
+    """Check every name and value, and fill in the dataset-dependent defaults."""
+    cfg = copy.deepcopy(cfg)
+    validate(cfg)
+    spec = data_mod.get_spec(cfg.data.name)
+    method = get_method(cfg.method)
+    if cfg.method_args.get("sparsity") == "matched":
+        cfg.method_args["sparsity"], cfg.method_args["matched_from"] = read_matched(matched_folder(cfg), cfg)
+    method.validate_args(cfg.method_args)
+    models.check_arch(cfg.model.arch)
+    if cfg.data.input_size is None:
+        cfg.data.input_size = spec.native_size
+    if cfg.data.augment is None:
+        cfg.data.augment = spec.augment_default
+    cfg.model.small_input = models.probe(cfg.model, spec.in_chans, cfg.data.input_size)
+    return cfg, method
+
+
+def edropout_twin(cfg: RunConfig, method_args: dict[str, Any] | None = None) -> RunConfig:
+    """The EDropout cell of the same arch, dataset, seed and training config (whose rate `matched` uses)."""
+    twin = copy.deepcopy(cfg)
+    twin.method, twin.method_args = "edropout", dict(method_args or {})
+    return twin
+
+
+def matched_folder(cfg: RunConfig) -> Path:
+    """Where `--sparsity matched` reads EDropout's rate: `method_args.matched_from` when given (a result
+    folder), else the EDropout cell with default settings and this cell's config under the results root."""
+    given = cfg.method_args.get("matched_from")
+    if given:
+        path = Path(str(given).split(" (")[0])
+        return path if path.is_absolute() or path.exists() else results_root() / path
+    twin = edropout_twin(cfg)
+    return cell_folder(
+        results_root(), "cells", cfg.data.name, cfg.model.arch, cfg.seed, "edropout", "own", config_hash(twin)
+    )
+
+
+def read_matched(folder: Path, cfg: RunConfig) -> tuple[float, str]:
+    """EDropout's measured rate from its result in `folder`, and where it came from (relative to the
+    results root, so results copied to another clone still match)."""
+    path = Path(folder) / METRICS_FILE
+    result = read_json(path)
+    try:
+        rate = float(result[M.PARAM_PRUNING_RATE])
+        return rate, f"{relative_to_root(Path(folder), results_root())} ({result['config_hash']})"
+    except (TypeError, ValueError, KeyError):
+        raise UserError(
+            f"--sparsity matched needs EDropout's result for {cfg.model.arch}/{cfg.data.name}/seed "
+            f"{cfg.seed} at {path}: run that cell first (python -m benchmark run --method edropout "
+            f"--out {path.parent}), or name its folder with --set method_args.matched_from=FOLDER"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CellIdentity:
+    config: RunConfig
+    method: MethodSpec
+    config_hash: str
+    code_hash: str
+
+
+def identify(cfg: RunConfig) -> CellIdentity:
+    """Resolve and check `cfg`, and compute what addresses its result (no data is loaded)."""
+    cfg, method = resolve(cfg)
+    dataset = data_mod.get_spec(cfg.data.name)
+    return CellIdentity(cfg, method, config_hash(cfg), code_fingerprint(method, dataset))
+
+
+def is_done(out_dir: str | Path, cell: CellIdentity) -> bool:
+    """A finished result for exactly this config and code exists in `out_dir`."""
+    metrics = read_json(Path(out_dir) / METRICS_FILE)
+    return (
+        metrics is not None
+        and metrics.get("status") == "finished"
+        and metrics.get("config_hash") == cell.config_hash
+        and metrics.get("code_hash") == cell.code_hash
+        and same_config(metrics.get("config"), cell.config)
+    )
+
+
+def _check_batchnorm(method: MethodSpec, model: nn.Module, arch: str) -> None:
+    if method.needs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UserError(
+            f"method {method.name!r} needs BatchNorm layers, and arch {arch!r} has none; "
+            f"choose an arch with BatchNorm (e.g. resnet18) or another method"
+        )
+
+
+def _result(ctx: CellContext, cell: CellIdentity, result: MethodResult, seconds: float, tracker_id: str | None) -> dict:
+    """Measure the method's final network and put together everything metrics.json records."""
+    cfg, bundle, final = ctx.cfg, ctx.bundle, result.model
+    measured = measure_model(final, bundle.in_chans, bundle.input_size, cfg.measure)
+    if not cell.method.is_reference:
+        measured.update(compare_with_dense(cfg, bundle, measured))
+    test = ctx.evaluate(final, "test")
+    val = ctx.evaluate(final, "val") if len(bundle.val) else {"top1": float("nan")}
+    return {
+        "method": cfg.method,
+        "arch": cfg.model.arch,
+        "dataset": cfg.data.name,
+        "seed": cfg.seed,
+        M.EPOCHS: ctx.epochs_trained,
+        "status": "finished",
+        M.TOP1: test["top1"],
+        M.TOP5: test["top5"],
+        M.TEST_LOSS: test["loss"],
+        M.VAL_TOP1: val["top1"],
+        **measured,
+        M.TRAIN_SECONDS: seconds,
+        **result.metrics,
+        "split_sizes": bundle.sizes(),
+        "split_hash": bundle.split.hash,
+        "config": cfg.to_dict(),
+        "config_hash": cell.config_hash,
+        "code_hash": cell.code_hash,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "mlflow_run_id": tracker_id,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_cell(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    tracking: TrackingSettings | None = None,
+    progress: bool | ProgressStyle = True,
+    save_model: bool = False,
+) -> dict[str, Any]:
+    """Run one cell and write `out_dir/metrics.json`; returns the metrics."""
+    tracking = tracking or TrackingSettings()
+    out_dir = Path(out_dir)
+    cell = identify(cfg)
+    cfg, method = cell.config, cell.method
+    check_writable(out_dir)
+    seed_everything(cfg.seed)
+    bundle = data_mod.build_dataset(cfg.data, cfg.seed)
+    model = models.create_model(cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)
+    _check_batchnorm(method, model, cfg.model.arch)
+
+    tags = {
+        "method": cfg.method,
+        "arch": cfg.model.arch,
+        "dataset": cfg.data.name,
+        "seed": str(cfg.seed),
+        "config_hash": cell.config_hash,
+    }
+    tracker = open_cell_tracker(tracking, f"{cfg.method}-{cfg.model.arch}-{cfg.data.name}-s{cfg.seed}", tags)
+    try:
+        tracker.log_params(flatten(cfg.to_dict()))
+        ctx = CellContext(cfg, bundle, model, tracker, progress=progress)
+        start = time.perf_counter()
+        result: MethodResult = method.fn(ctx)
+        metrics = _result(ctx, cell, result, time.perf_counter() - start, tracker.run_id)
+        write_json_atomic(out_dir / CONFIG_FILE, cfg.to_dict())
+        if save_model:
+            torch.save(result.model, out_dir / MODEL_FILE)
+        write_json_atomic(out_dir / METRICS_FILE, metrics)
+        # Per-epoch curves already carry val_top1 etc.; the final numbers go under their own names.
+        curve_names = set(EpochStats.__dataclass_fields__)
+        tracker.log_metrics(
+            {k: v for k, v in metrics.items() if k not in curve_names and k != "seed"}, step=ctx.epochs_trained
+        )
+        tracker.log_artifact(out_dir / METRICS_FILE)
+        tracker.log_artifact(out_dir / CONFIG_FILE)
+        tracker.finish("FINISHED")
+        return metrics
+    except BaseException as exc:
+        # The run stays in MLflow as FAILED with its error, so a study can report it.
+        tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        tracker.set_tag("traceback", traceback.format_exc()[-5000:])
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise

@@ -1,0 +1,70 @@
+"""The report's input: the study's table of cells (results.csv), read and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.core.errors import UserError
+
+STATUSES = ("finished", "failed", "missing")
+REQUIRED_COLUMNS = ["cell", "method", "arch", "dataset", "seed", "operating_point", "status"]
+TEXT_COLUMNS = [
+    "cell",
+    "method",
+    "arch",
+    "dataset",
+    "operating_point",
+    "granularity",
+    "schedule",
+    "tags",
+    "status",
+    "error",
+    "result_dir",
+]
+
+
+def load_results(path: Path) -> pd.DataFrame:
+    """The study's cells from results.csv, checked: one-line UserError for a file the report cannot use.
+
+    A header-only or empty file is a study with no cells (the report says so)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"results table {str(path)!r} not found; run the aggregate stage first (dvc repro aggregate)")
+    if path.stat().st_size == 0:
+        return pd.DataFrame(columns=REQUIRED_COLUMNS)
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path.name} is not a readable CSV table: {str(exc).splitlines()[0]}") from None
+    lacking = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if lacking:
+        raise UserError(f"{path.name} lacks column{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}")
+    for column in TEXT_COLUMNS:
+        if column in frame:
+            frame[column] = frame[column].fillna("").astype(str).str.strip()
+    for i, row in frame.iterrows():
+        blank = [c for c in REQUIRED_COLUMNS if c != "seed" and not row[c]]
+        if blank:
+            raise UserError(f"{path.name} row {i + 2}: empty {', '.join(blank)}")
+        if row["status"] not in STATUSES:
+            raise UserError(
+                f"{path.name}: cell {row['cell']!r} has status {row['status']!r}; valid: {', '.join(STATUSES)}"
+            )
+    seeds = pd.to_numeric(frame["seed"], errors="coerce")
+    bad = frame.loc[seeds.isna() | (seeds != seeds.round()), "cell"]
+    if not bad.empty:
+        raise UserError(f"{path.name}: cell {bad.iloc[0]!r} has a seed that is not an integer")
+    frame["seed"] = seeds.astype(int)
+    twice = frame.loc[frame.duplicated("cell"), "cell"]
+    if not twice.empty:
+        raise UserError(f"{path.name}: cell {twice.iloc[0]!r} appears twice")
+    same = frame.duplicated(["dataset", "arch", "method", "operating_point", "seed"])
+    if same.any():
+        row = frame[same].iloc[0]
+        raise UserError(
+            f"{path.name}: two cells for {row['method']} at {row['operating_point']} on "
+            f"{row['dataset']}/{row['arch']} seed {row['seed']}"
+        )
+    return frame
