@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from edropout.units import UnitLayout
 
@@ -29,7 +29,7 @@ class Masker:
         self._states = 1
         self._handles = []
 
-    def attach(self) -> "Masker":
+    def attach(self) -> Masker:
         if not self._handles:
             self._handles = [m.register_forward_hook(self._hook) for m in self._targets]
         return self
