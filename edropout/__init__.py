@@ -5,6 +5,7 @@ DVC or file layout). `EDropout` is the controller (see `edropout.controller` for
 `fit` the one-call trainer.
 """
 
+from edropout.batchnorm import recalibrate_batchnorm
 from edropout.config import EDropoutConfig
 from edropout.controller import EDropout, Generation
 from edropout.energy import cross_entropy_energy, margin_energy
@@ -12,5 +13,5 @@ from edropout.trainer import fit
 from edropout.units import UnitLayout, find_units, shrink
 
 __all__ = ["EDropout", "EDropoutConfig", "Generation", "UnitLayout", "cross_entropy_energy", "find_units", "fit",
-           "margin_energy", "shrink"]
+           "margin_energy", "recalibrate_batchnorm", "shrink"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 ENERGIES = ("margin", "cross_entropy")
 ENERGY_NORMS = ("running", "batch")
 LAYOUTS = ("group", "filter")
+MUTATIONS = ("spec", "authors")
 
 
 @dataclass
@@ -21,6 +22,9 @@ class EDropoutConfig:
     """Energy scale (paper: 10). It does not change which state wins; it is kept for faithfulness."""
     mutation_factor: float = 0.9
     """F: probability of flipping a donor bit where the two other donors differ (paper: 0.9)."""
+    mutation: str = "spec"
+    """'spec': flip x_r1 where x_r2 != x_r3 with probability F (EDROPOUT.md). 'authors': the authors'
+    code: copy x_r1 with probability F, else NOT x_r1 where x_r2 == x_r3 and 0 where they differ."""
     crossover_rate: float = 0.9
     """CR: probability of taking the mutant's bit (paper: 0.9); one random position always is."""
     energy_norm: str = "running"
@@ -35,7 +39,13 @@ class EDropoutConfig:
     """Stop the search at this fraction of the training epochs (paper: epoch 100 of 200); at least
     one epoch is searched unless this is 0 (0: keep the random initial mask)."""
     patience: int | None = 100
-    """Also stop once the best state has not changed for this many generations (None: never)."""
+    """Also stop once the best state has not changed for this many generations (one generation per
+    mini-batch; None: never). A value at or above the search window's generations cannot fire (the
+    controller warns once it knows the window); see `patience_fraction` for a value that scales."""
+    patience_fraction: float | None = None
+    """Also stop once the best state has not changed for this fraction of the search window's
+    generations (window: the searched epochs x steps per epoch; None: off). With both set, the
+    smaller number of generations applies."""
     layout: str = "group"
     """'group': one bit per group of coupled channels (dependency graph), physically removable;
     'filter': one bit per output channel of every conv/linear layer, the authors' layout (masks only)."""
@@ -67,6 +77,10 @@ class EDropoutConfig:
             raise ValueError(f"EDropout energy_batch must be > 0 or None, got {self.energy_batch}")
         if self.patience is not None and self.patience <= 0:
             raise ValueError(f"EDropout patience must be > 0 or None, got {self.patience}")
+        if self.patience_fraction is not None and not 0.0 < self.patience_fraction <= 1.0:
+            raise ValueError(f"EDropout patience_fraction must be in (0, 1] or None, got {self.patience_fraction}")
+        if self.mutation not in MUTATIONS:
+            raise ValueError(f"EDropout mutation {self.mutation!r} is not one of {', '.join(MUTATIONS)}")
         if self.min_kept_per_group < 1:
             raise ValueError(f"EDropout min_kept_per_group must be >= 1, got {self.min_kept_per_group}")
 

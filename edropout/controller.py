@@ -7,22 +7,27 @@
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(); loss.backward()
             optimizer.step()
-            ctrl.after_step()            # pruned units' weights and statistics put back: no update, no decay
+            ctrl.after_step(optimizer)   # pruned units' weights, statistics and optimiser state put back
         if ctrl.end_epoch():             # True when the network was just shrunk physically
             optimizer = make_optimizer(model.parameters())
-    pruned = ctrl.finalize()             # the physically shrunk network (layout 'group')
-    full = ctrl.full_network()           # the same trained weights with every unit on (the paper's F)
+    pruned = ctrl.finalize()             # the physically shrunk network (layout 'group'), else zeroed units
+    full = ctrl.full_network(recalibrate=loader, max_batches=50)  # every unit on (the paper's F), BN re-estimated
+    removed = ctrl.removed_parameters()  # parameters the mask removes, also when nothing was shrunk
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
+from edropout.batchnorm import recalibrate_batchnorm
 from edropout.config import EDropoutConfig
 from edropout.energy import ENERGY_FUNCTIONS
 from edropout.evolution import crossover, hamming_diversity, mutate, pick_donors, select
@@ -42,12 +47,24 @@ class Generation:
 
 
 class EDropout:
+    """The search, the masks and the result. `steps_per_epoch` (optional) sizes the search window for
+    `patience_fraction` from the start; without it the controller learns it at the end of epoch 1.
+
+    `converged_epoch` is the epoch counter when the mask froze: after a stop at an epoch boundary
+    (stop_fraction) it is the first epoch *not* searched, after a patience stop the epoch in which it
+    fired (searched in part). `searched_epochs` counts the epochs with at least one generation, and
+    `stop_reason` says what stopped the search ('stop_fraction', 'patience' or 'finalize').
+    """
+
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, epochs: int,
-                 config: EDropoutConfig | None = None, seed: int = 0):
+                 config: EDropoutConfig | None = None, seed: int = 0, steps_per_epoch: int | None = None):
         self.config = config or EDropoutConfig()
         self.config.validate()
         if epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {epochs}")
+        if steps_per_epoch is not None and steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be > 0 or None, got {steps_per_epoch}")
+        self.steps_per_epoch = steps_per_epoch
         self.model, self.epochs = model, epochs
         self._example_inputs = example_inputs
         self.units: UnitLayout = find_units(model, example_inputs, self.config.layout)
@@ -64,13 +81,18 @@ class EDropout:
         self.frozen = False
         self.converged_epoch: int | None = None
         self.converged_step: int | None = None
+        self.stop_reason: str | None = None
+        self._warned_patience = False
         self.shrunk = False
         self.search_seconds = 0.0
         self._snapshot: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
         self._pruned: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         self._tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+        self._parameter_names = {name for name, _ in model.named_parameters()}
         self._full: nn.Module | None = None  # the full network (every unit on) once the search is over
         self._applied = False
+        self._state_owner: torch.optim.Optimizer | None = None  # the optimiser seen by the last after_step
+        self._state_snapshot: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
 
     # -- the search -------------------------------------------------------------------------------
 
@@ -125,8 +147,8 @@ class EDropout:
         if cfg.energy_batch is not None:
             x, y = x[: cfg.energy_batch], y[: cfg.energy_batch]
         donors = pick_donors(cfg.population, self.generator)
-        trials = crossover(self.population, mutate(self.population, donors, cfg.mutation_factor, self.generator),
-                           cfg.crossover_rate, self.generator)
+        mutants = mutate(self.population, donors, cfg.mutation_factor, self.generator, rule=cfg.mutation)
+        trials = crossover(self.population, mutants, cfg.crossover_rate, self.generator)
         trials = self._repair(trials)
         both = self.energies(torch.cat([self.population, trials]), x, y)
         parent_energy, trial_energy = both[: cfg.population], both[cfg.population:]
@@ -137,19 +159,55 @@ class EDropout:
         self.unchanged = 0 if changed else self.unchanged + 1
         self.history.append(Generation(self.step, self.epoch, float(self.energy.min()), float(self.energy.mean()),
                                        hamming_diversity(self.population), float(self.best.float().mean()), changed))
-        if cfg.patience is not None and self.unchanged >= cfg.patience:
-            self._freeze()
+        patience = self.patience_generations
+        if patience is not None and self.unchanged >= patience:
+            self._freeze("patience")
+
+    def _search_limit(self) -> float:
+        limit = self.config.stop_fraction * self.epochs
+        return max(1.0, limit) if self.config.stop_fraction > 0 else 0.0
 
     def _search_over(self) -> bool:
         """Past `stop_fraction` of the epochs; a run shorter than 1/stop_fraction epochs still
         searches for its first epoch (else a 1-epoch run would keep the random initial mask)."""
-        limit = self.config.stop_fraction * self.epochs
-        return self.epoch > (max(1.0, limit) if self.config.stop_fraction > 0 else 0.0)
+        return self.epoch > self._search_limit()
 
-    def _freeze(self) -> None:
+    @property
+    def search_window_generations(self) -> int | None:
+        """Generations the search runs without a patience stop (None until steps per epoch are known)."""
+        if self.steps_per_epoch is None:
+            return None
+        return min(self.epochs, math.floor(self._search_limit())) * self.steps_per_epoch
+
+    @property
+    def patience_generations(self) -> int | None:
+        """Generations without a new best state that stop the search: the smaller of `patience` and
+        `patience_fraction` x the search window (the latter only once the window is known)."""
+        cfg, window = self.config, self.search_window_generations
+        candidates = [cfg.patience] if cfg.patience is not None else []
+        if cfg.patience_fraction is not None and window is not None:
+            candidates.append(max(1, math.ceil(cfg.patience_fraction * window)))
+        return min(candidates) if candidates else None
+
+    @property
+    def searched_epochs(self) -> int:
+        """Epochs in which at least one generation ran (the last one possibly in part)."""
+        return len({g.epoch for g in self.history})
+
+    def _check_patience(self) -> None:
+        window, patience = self.search_window_generations, self.config.patience
+        if self._warned_patience or window is None or patience is None or patience < window:
+            return
+        self._warned_patience = True
+        if self.config.patience_fraction is None:
+            warnings.warn(f"EDropout patience {patience} can never fire: the search window has only {window} "
+                          "generations (set patience_fraction, or a smaller patience)", stacklevel=3)
+
+    def _freeze(self, reason: str = "finalize") -> None:
         if not self.frozen:
             self.frozen = True
             self.converged_epoch, self.converged_step = self.epoch, self.step
+            self.stop_reason = reason
 
     # -- the training-loop hooks -----------------------------------------------------------------------
 
@@ -159,7 +217,9 @@ class EDropout:
         if self.shrunk:
             return
         if not self.frozen and self._search_over():
-            self._freeze()
+            self._freeze("stop_fraction")
+        if self.step == 1:
+            self._check_patience()
         if not self.frozen:
             start = time.perf_counter()
             self.generation(x, y)
@@ -186,19 +246,55 @@ class EDropout:
     def _take_snapshot(self) -> None:
         """Values of the pruned channels before the step: the optimiser and BN must not move them."""
         self._snapshot = [(t, dim, index, t.detach().index_select(dim, index)) for t, dim, index in self._pruned]
+        owner = self._state_owner
+        self._state_snapshot = [] if owner is None else [
+            (value, dim, index.to(value.device), value.index_select(dim, index.to(value.device)))
+            for tensor, dim, index in self._pruned for value in _state_tensors(owner, tensor)]
 
     @torch.no_grad()
-    def after_step(self) -> None:
-        """Put the pruned channels back as they were: no gradient step, no weight decay, no BN drift."""
+    def after_step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Put the pruned channels back as they were: no gradient step, no weight decay, no BN drift.
+
+        With `optimizer`, its per-parameter state at the pruned channels (momentum buffers,
+        Adadelta/Adam accumulators: every state tensor shaped like its parameter) is frozen too, so
+        a pruned unit's state does not integrate weight decay while it is off: see
+        `freeze_pruned_state`.
+        """
         for tensor, dim, index, values in self._snapshot:
             tensor.index_copy_(dim, index, values)
         self._snapshot = []
+        if optimizer is not None:
+            self.freeze_pruned_state(optimizer)
+
+    @torch.no_grad()
+    def freeze_pruned_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """Put `optimizer`'s state at the pruned channels back to its value before this step.
+
+        The values before the step are saved by `before_step` for the optimiser this method last saw
+        (so from the second step on); state the step created, or the state of an optimiser not seen
+        before (e.g. rebuilt), is zeroed there instead: a fresh state, as if the unit had never moved.
+        (Zeroing every step instead would wipe the momentum of units the search switches off for a
+        step, slowing their training; restoring keeps it as it was.)
+        """
+        restored = set()
+        if optimizer is self._state_owner:
+            for value, dim, index, saved in self._state_snapshot:
+                value.index_copy_(dim, index, saved)
+                restored.add(id(value))
+        for tensor, dim, index in self._pruned:
+            for value in _state_tensors(optimizer, tensor):
+                if id(value) not in restored:
+                    value.index_fill_(dim, index.to(value.device), 0.0)
+        self._state_owner, self._state_snapshot = optimizer, []
 
     def end_epoch(self) -> bool:
         """Call after each epoch. Returns True when the network was shrunk (rebuild the optimiser)."""
+        if self.steps_per_epoch is None and self.epoch == 1 and self.step > 0:
+            self.steps_per_epoch = self.step
+            self._check_patience()
         self.epoch += 1
         if not self.frozen and self._search_over():
-            self._freeze()
+            self._freeze("stop_fraction")
         if self.frozen and not self.shrunk and self.config.shrink and self.units.layout == "group":
             self._shrink()
             return True
@@ -209,7 +305,7 @@ class EDropout:
         done = [g for g in self.history if g.epoch == self.epoch]
         if not done:
             return {"kept_fraction": float(self.best.float().mean())}
-        mean = lambda key: sum(getattr(g, key) for g in done) / len(done)  # noqa: E731
+        mean = lambda key: sum(getattr(g, key) for g in done) / len(done)
         return {"best_energy": mean("best_energy"), "mean_energy": mean("mean_energy"),
                 "diversity": mean("diversity"), "kept_fraction": float(self.best.float().mean()),
                 "search_frozen": float(self.frozen)}
@@ -222,13 +318,16 @@ class EDropout:
         self._full = copy.deepcopy(self.model)
         shrink(self.model, self._example_inputs, self.units, self.best)
         self.shrunk = True
-        self._snapshot, self._pruned = [], []
+        self._snapshot, self._pruned, self._state_snapshot, self._state_owner = [], [], [], None
 
     def finalize(self) -> nn.Module:
         """The pruned network, after training.
 
-        Layout 'group' with `shrink`: physically smaller. Otherwise the pruned output channels are
-        zeroed in place (weights and biases of the masked layers), which is what the mask did.
+        Layout 'group' with `shrink`: physically smaller. Otherwise every parameter of the pruned
+        units is zeroed in place: the masked layers' weights and biases, their BatchNorms' affine
+        parameters and the consumers' input weights where they are exactly dead (see
+        `removed_parameters`), which is what the mask did; the non-zero parameter count is then the
+        pruned network's size.
         """
         self._freeze()
         if self.units.layout == "group" and self.config.shrink:
@@ -241,19 +340,46 @@ class EDropout:
             with torch.no_grad():
                 for bits, group in zip(self.units.split(self.best), self.units.groups):
                     off = (~bits).nonzero().flatten()
-                    for out in group.outputs:
-                        for name in ("weight", "bias"):
-                            tensor = getattr(out.module, name, None)
-                            if tensor is not None:
-                                tensor.index_fill_(0, out.index[off].to(tensor.device), 0.0)
+                    for piece in group.slices:
+                        if piece.name in self._parameter_names:
+                            tensor = self._tensors[piece.name]
+                            tensor.index_fill_(piece.dim, piece.index[off].to(tensor.device), 0.0)
         return self.model
 
-    def full_network(self) -> nn.Module:
+    def removed_parameters(self) -> int:
+        """Parameters of the full network that the best state removes (each counted once): the pruned
+        units' filters and biases, their BatchNorms' weights and biases, and consumers' input weights
+        where exact (layout 'group': always; 'filter': where no other layer adds into the channel).
+        It equals full minus shrunk parameters after a physical shrink, and full minus non-zero
+        parameters of `finalize()`'s network when nothing is shrunk (barring weights zero by chance)."""
+        covered: dict[str, torch.Tensor] = {}
+        for bits, group in zip(self.units.split(self.best), self.units.groups):
+            off = (~bits).nonzero().flatten()
+            if off.numel() == 0:
+                continue
+            for piece in group.slices:
+                if piece.name not in self._parameter_names:
+                    continue
+                shape = self._tensors[piece.name].shape
+                mask = covered.setdefault(piece.name, torch.zeros(shape, dtype=torch.bool))
+                mask.index_fill_(piece.dim, piece.index[off], True)
+        return int(sum(int(mask.sum()) for mask in covered.values()))
+
+    def full_network(self, recalibrate: Iterable | None = None, max_batches: int | None = None) -> nn.Module:
         """The paper's F: the trained weights with every unit on (a new module; call after training).
 
         After a physical shrink, the kept channels come from the trained small network and the pruned
         ones from the moment the mask froze (they were not trained afterwards, as in the paper).
+        BatchNorm's running statistics were gathered by the masked network; pass training batches as
+        `recalibrate` (inputs or (x, y) tuples, at most `max_batches` of them) to re-estimate them for
+        the full network (`recalibrate_batchnorm`); without it F keeps the masked statistics.
         """
+        full = self._full_network()
+        if recalibrate is not None:
+            recalibrate_batchnorm(full, recalibrate, max_batches)
+        return full
+
+    def _full_network(self) -> nn.Module:
         pruned = self.finalize()
         full = copy.deepcopy(self._full)
         if not self.shrunk:
@@ -268,6 +394,12 @@ class EDropout:
             for name, tensor in list(full.named_parameters()) + list(full.named_buffers()):
                 _write_back(tensor, small[name], sorted(kept.get(name, {}).items()), name)
         return full
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer, tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The optimiser's per-element state of `tensor` (tensors of its shape: momentum, accumulators)."""
+    state = optimizer.state.get(tensor) if isinstance(tensor, nn.Parameter) else None
+    return [v for v in (state or {}).values() if torch.is_tensor(v) and v.shape == tensor.shape]
 
 
 def _write_back(full: torch.Tensor, small: torch.Tensor, dims: list[tuple[int, torch.Tensor]], name: str) -> None:

@@ -11,7 +11,7 @@ def margin_energy(logits: torch.Tensor, labels: torch.Tensor, kappa: float = 10.
 
     The negative margin between the true class and the most offending wrong class (the paper's energy).
     """
-    states, batch, classes = logits.shape
+    states, batch, _ = logits.shape
     index = labels.view(1, batch, 1).expand(states, batch, 1)
     true = logits.gather(2, index).squeeze(2)
     others = logits.scatter(2, index, float("-inf"))

@@ -1,8 +1,9 @@
 """Binary differential evolution over a population of pruning states (bool tensors, states x units).
 
-Mutation (the rule of ../EDROPOUT.md, not the authors' variant): for member i, three distinct
-other members r1, r2, r3; mutant bit d is NOT x_r1[d] where x_r2[d] != x_r3[d] and a uniform draw
-is < F, else x_r1[d]. Crossover: the trial takes the mutant's bit with probability CR, and at one
+Mutation, rule 'spec' (../EDROPOUT.md, the default): for member i, three distinct other members
+r1, r2, r3; mutant bit d is NOT x_r1[d] where x_r2[d] != x_r3[d] and a uniform draw is < F, else
+x_r1[d]. Rule 'authors' (their code, `evolution()` in sparsifai/epruning edropout.py): with
+probability F copy x_r1[d]; otherwise NOT x_r1[d] where x_r2[d] == x_r3[d] and 0 where they differ. Crossover: the trial takes the mutant's bit with probability CR, and at one
 forced random position; otherwise the parent's. Selection: a trial replaces its parent when its
 energy, measured on the same batch, is not higher.
 """
@@ -21,11 +22,18 @@ def pick_donors(population_size: int, generator: torch.Generator | None = None) 
     return scores.argsort(dim=1)[:, :3]
 
 
+MUTATION_RULES = ("spec", "authors")
+
+
 def mutate(population: torch.Tensor, donors: torch.Tensor, factor: float,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, rule: str = "spec") -> torch.Tensor:
+    if rule not in MUTATION_RULES:
+        raise ValueError(f"mutation rule {rule!r} is not one of {', '.join(MUTATION_RULES)}")
     x1, x2, x3 = population[donors[:, 0]], population[donors[:, 1]], population[donors[:, 2]]
-    flip = (x2 != x3) & (torch.rand(population.shape, generator=generator) < factor)
-    return x1 ^ flip
+    draw = torch.rand(population.shape, generator=generator) < factor
+    if rule == "spec":
+        return x1 ^ ((x2 != x3) & draw)
+    return torch.where(draw, x1, (x2 == x3) & ~x1)
 
 
 def crossover(parents: torch.Tensor, mutants: torch.Tensor, rate: float,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from edropout.units import UnitLayout
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from edropout.config import EDropoutConfig
 from edropout.controller import EDropout
@@ -33,7 +33,7 @@ def fit(model: nn.Module, loader: Iterable, epochs: int, config: EDropoutConfig 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            ctrl.after_step()
+            ctrl.after_step(optimizer)
         if on_epoch is not None:
             on_epoch(epoch + 1, ctrl)
         if ctrl.end_epoch():

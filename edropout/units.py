@@ -3,7 +3,9 @@
 Layout 'group' (default): torch-pruning's dependency graph ties channels that must go together
 (residual adds, depthwise convs, concatenations); one bit switches one channel of a whole group,
 so any state can be removed physically. Layout 'filter': one bit per output channel of every conv
-and linear layer on its own, the authors' layout; such masks cannot in general be removed.
+and linear layer on its own, the authors' layout; such masks cannot in general be removed. A bit
+also masks the BatchNorm that directly follows the layer (affine parameters and statistics), so a
+pruned filter's output is exactly zero.
 
 A group is left out (never pruned) when masking it would not equal removing it, or when removal
 is not well defined: channels normalised together (LayerNorm/GroupNorm over channels), grouped
@@ -16,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
 import torch_pruning as tp
+from torch import nn
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -150,7 +152,62 @@ def _group_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn.
     return UnitLayout(groups, "group", skipped)
 
 
-def _filter_units(model: nn.Module, classifier: nn.Module | None) -> UnitLayout:
+def _following_norms(model: nn.Module, example_inputs: torch.Tensor) -> dict[nn.Module, tuple[str, nn.Module]]:
+    """conv/linear -> (name, BatchNorm) for each BatchNorm whose input is exactly that layer's output."""
+    names = {m: n for n, m in model.named_modules()}
+    produced: dict[int, tuple[torch.Tensor, nn.Module]] = {}
+    found: dict[nn.Module, tuple[str, nn.Module]] = {}
+
+    def after_layer(module, inputs, output):
+        produced[id(output)] = (output, module)
+
+    def before_norm(module, inputs):
+        source = produced.get(id(inputs[0]))
+        if source is not None and source[0] is inputs[0] and source[1] not in found:
+            found[source[1]] = (names[module], module)
+
+    handles = [m.register_forward_hook(after_layer) for m in model.modules() if isinstance(m, (*_CONV, nn.Linear))]
+    handles += [m.register_forward_pre_hook(before_norm) for m in model.modules() if isinstance(m, _NORM)]
+    try:
+        with torch.no_grad():
+            model(example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _dead_inputs(graph, module: nn.Module, own: set, names: dict, size: int) -> list[TensorSlice]:
+    """Consumers' input weights of `module`'s output channels, when masking the filter alone makes them
+    exactly dead: no other layer writes to these channels (no residual partner) and each channel maps
+    to one input. Assumes the activations in between map 0 to 0 (ReLU, SiLU, GELU, ...)."""
+    handler = tp.prune_conv_out_channels if isinstance(module, _CONV) else tp.prune_linear_out_channels
+    out = []
+    for item in graph.get_pruning_group(module, handler, idxs=list(range(size))):
+        target, name = item.dep.target.module, getattr(item.dep.handler, "__name__", "")
+        if type(target).__module__.startswith("torch_pruning"):
+            continue
+        if target not in names:
+            return []
+        if name == "prune_out_channels" or isinstance(target, _NORM):
+            if target not in own:
+                return []  # another layer adds into these channels: they are not dead
+            continue
+        index = torch.as_tensor([int(i) for i in item.idxs])
+        found = _slices_for(target, names[target], name, index)
+        if isinstance(found, str) or len(index) != size:
+            return []
+        out.extend(found)
+    return out
+
+
+def _filter_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn.Module | None) -> UnitLayout:
+    """One group per conv/linear layer. A BatchNorm fed directly by the layer is masked with it (its
+    affine parameters and statistics belong to the filter), so a pruned filter outputs exactly zero;
+    consumers' input weights are part of the unit where that makes them exactly dead."""
+    names = {m: n for n, m in model.named_modules()}
+    norms = _following_norms(model, example_inputs)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
     groups = []
     for name, module in model.named_modules():
         if module is classifier or not isinstance(module, (*_CONV, nn.Linear)):
@@ -162,6 +219,17 @@ def _filter_units(model: nn.Module, classifier: nn.Module | None) -> UnitLayout:
         group.slices.append(TensorSlice(f"{name}.weight", 0, index))
         if module.bias is not None:
             group.slices.append(TensorSlice(f"{name}.bias", 0, index))
+        own = {module}
+        if module in norms:
+            norm_name, norm = norms[module]
+            own.add(norm)
+            group.outputs.append(MaskedOutput(norm, norm_name, 1, index))
+            group.slices.extend(_slices_for(norm, norm_name, "prune_out_channels", index))
+        try:
+            dead = _dead_inputs(graph, module, own, names, size)
+        except Exception:  # noqa: BLE001 - torch-pruning cannot follow this layer: no input weights are claimed
+            dead = []
+        group.slices.extend(dead)
         groups.append(group)
     return UnitLayout(groups, "filter")
 
@@ -173,7 +241,10 @@ def find_units(model: nn.Module, example_inputs: torch.Tensor, layout: str = "gr
     was_training = model.training
     model.eval()
     try:
-        units = _group_units(model, example_inputs, classifier) if layout == "group" else _filter_units(model, classifier)
+        if layout == "group":
+            units = _group_units(model, example_inputs, classifier)
+        else:
+            units = _filter_units(model, example_inputs, classifier)
     finally:
         model.train(was_training)
     if units.num_units == 0:
