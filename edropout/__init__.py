@@ -12,6 +12,16 @@ from edropout.energy import cross_entropy_energy, margin_energy
 from edropout.trainer import fit
 from edropout.units import UnitLayout, find_units, shrink
 
-__all__ = ["EDropout", "EDropoutConfig", "Generation", "UnitLayout", "cross_entropy_energy", "find_units", "fit",
-           "margin_energy", "recalibrate_batchnorm", "shrink"]
+__all__ = [
+    "EDropout",
+    "EDropoutConfig",
+    "Generation",
+    "UnitLayout",
+    "cross_entropy_energy",
+    "find_units",
+    "fit",
+    "margin_energy",
+    "recalibrate_batchnorm",
+    "shrink",
+]
 __version__ = "0.1.0"

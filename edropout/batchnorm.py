@@ -30,8 +30,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int 
     if not norms:
         return 0
     modes = [(m, m.training) for m in model.modules()]
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in norms]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     device = next(iter(model.parameters()), norms[0].running_mean).device
     for m in norms:
         m.reset_running_stats()

@@ -57,8 +57,10 @@ class EDropoutConfig:
 
     def validate(self) -> None:
         if self.population < 4:
-            raise ValueError(f"EDropout population must be >= 4 (differential evolution needs a parent "
-                             f"and three distinct donors), got {self.population}")
+            raise ValueError(
+                f"EDropout population must be >= 4 (differential evolution needs a parent "
+                f"and three distinct donors), got {self.population}"
+            )
         if self.kappa <= 0:
             raise ValueError(f"EDropout kappa must be > 0, got {self.kappa}")
         if not 0.0 < self.p_init <= 1.0:

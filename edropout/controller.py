@@ -1,18 +1,18 @@
 """The EDropout controller: plug it into any training loop.
 
-    ctrl = EDropout(model, example_inputs, epochs=E)
-    for epoch in range(E):
-        for x, y in loader:
-            ctrl.before_step(x, y)       # one generation of the search on this batch; best state applied
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(); loss.backward()
-            optimizer.step()
-            ctrl.after_step(optimizer)   # pruned units' weights, statistics and optimiser state put back
-        if ctrl.end_epoch():             # True when the network was just shrunk physically
-            optimizer = make_optimizer(model.parameters())
-    pruned = ctrl.finalize()             # the physically shrunk network (layout 'group'), else zeroed units
-    full = ctrl.full_network(recalibrate=loader, max_batches=50)  # every unit on (the paper's F), BN re-estimated
-    removed = ctrl.removed_parameters()  # parameters the mask removes, also when nothing was shrunk
+ctrl = EDropout(model, example_inputs, epochs=E)
+for epoch in range(E):
+    for x, y in loader:
+        ctrl.before_step(x, y)       # one generation of the search on this batch; best state applied
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(); loss.backward()
+        optimizer.step()
+        ctrl.after_step(optimizer)   # pruned units' weights, statistics and optimiser state put back
+    if ctrl.end_epoch():             # True when the network was just shrunk physically
+        optimizer = make_optimizer(model.parameters())
+pruned = ctrl.finalize()             # the physically shrunk network (layout 'group'), else zeroed units
+full = ctrl.full_network(recalibrate=loader, max_batches=50)  # every unit on (the paper's F), BN re-estimated
+removed = ctrl.removed_parameters()  # parameters the mask removes, also when nothing was shrunk
 """
 
 from __future__ import annotations
@@ -56,8 +56,15 @@ class EDropout:
     `stop_reason` says what stopped the search ('stop_fraction', 'patience' or 'finalize').
     """
 
-    def __init__(self, model: nn.Module, example_inputs: torch.Tensor, epochs: int,
-                 config: EDropoutConfig | None = None, seed: int = 0, steps_per_epoch: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: torch.Tensor,
+        epochs: int,
+        config: EDropoutConfig | None = None,
+        seed: int = 0,
+        steps_per_epoch: int | None = None,
+    ):
         self.config = config or EDropoutConfig()
         self.config.validate()
         if epochs <= 0:
@@ -102,7 +109,7 @@ class EDropout:
         for part, group in zip(self.units.split(states), self.units.groups):
             short = part.sum(1) < min(need, group.size)
             for row in short.nonzero().flatten().tolist():
-                chosen = torch.randperm(group.size, generator=self.generator)[:min(need, group.size)]
+                chosen = torch.randperm(group.size, generator=self.generator)[: min(need, group.size)]
                 part[row, chosen] = True
         return states
 
@@ -151,14 +158,23 @@ class EDropout:
         trials = crossover(self.population, mutants, cfg.crossover_rate, self.generator)
         trials = self._repair(trials)
         both = self.energies(torch.cat([self.population, trials]), x, y)
-        parent_energy, trial_energy = both[: cfg.population], both[cfg.population:]
+        parent_energy, trial_energy = both[: cfg.population], both[cfg.population :]
         self.population, self.energy = select(self.population, parent_energy, trials, trial_energy)
         best = self.population[int(self.energy.argmin())]
         changed = not torch.equal(best, self.best)
         self.best = best.clone()
         self.unchanged = 0 if changed else self.unchanged + 1
-        self.history.append(Generation(self.step, self.epoch, float(self.energy.min()), float(self.energy.mean()),
-                                       hamming_diversity(self.population), float(self.best.float().mean()), changed))
+        self.history.append(
+            Generation(
+                self.step,
+                self.epoch,
+                float(self.energy.min()),
+                float(self.energy.mean()),
+                hamming_diversity(self.population),
+                float(self.best.float().mean()),
+                changed,
+            )
+        )
         patience = self.patience_generations
         if patience is not None and self.unchanged >= patience:
             self._freeze("patience")
@@ -200,8 +216,11 @@ class EDropout:
             return
         self._warned_patience = True
         if self.config.patience_fraction is None:
-            warnings.warn(f"EDropout patience {patience} can never fire: the search window has only {window} "
-                          "generations (set patience_fraction, or a smaller patience)", stacklevel=3)
+            warnings.warn(
+                f"EDropout patience {patience} can never fire: the search window has only {window} "
+                "generations (set patience_fraction, or a smaller patience)",
+                stacklevel=3,
+            )
 
     def _freeze(self, reason: str = "finalize") -> None:
         if not self.frozen:
@@ -247,9 +266,15 @@ class EDropout:
         """Values of the pruned channels before the step: the optimiser and BN must not move them."""
         self._snapshot = [(t, dim, index, t.detach().index_select(dim, index)) for t, dim, index in self._pruned]
         owner = self._state_owner
-        self._state_snapshot = [] if owner is None else [
-            (value, dim, index.to(value.device), value.index_select(dim, index.to(value.device)))
-            for tensor, dim, index in self._pruned for value in _state_tensors(owner, tensor)]
+        self._state_snapshot = (
+            []
+            if owner is None
+            else [
+                (value, dim, index.to(value.device), value.index_select(dim, index.to(value.device)))
+                for tensor, dim, index in self._pruned
+                for value in _state_tensors(owner, tensor)
+            ]
+        )
 
     @torch.no_grad()
     def after_step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -306,9 +331,13 @@ class EDropout:
         if not done:
             return {"kept_fraction": float(self.best.float().mean())}
         mean = lambda key: sum(getattr(g, key) for g in done) / len(done)
-        return {"best_energy": mean("best_energy"), "mean_energy": mean("mean_energy"),
-                "diversity": mean("diversity"), "kept_fraction": float(self.best.float().mean()),
-                "search_frozen": float(self.frozen)}
+        return {
+            "best_energy": mean("best_energy"),
+            "mean_energy": mean("mean_energy"),
+            "diversity": mean("diversity"),
+            "kept_fraction": float(self.best.float().mean()),
+            "search_frozen": float(self.frozen),
+        }
 
     # -- the result ---------------------------------------------------------------------------------
 
@@ -406,8 +435,10 @@ def _write_back(full: torch.Tensor, small: torch.Tensor, dims: list[tuple[int, t
     """full[kept indices along each pruned dim] = small."""
     if not dims:
         if full.shape != small.shape:
-            raise RuntimeError(f"{name}: shape {tuple(small.shape)} after shrinking, {tuple(full.shape)} before, "
-                               "but no pruned channels were recorded for it")
+            raise RuntimeError(
+                f"{name}: shape {tuple(small.shape)} after shrinking, {tuple(full.shape)} before, "
+                "but no pruned channels were recorded for it"
+            )
         full.copy_(small)
         return
     (dim, index), rest = dims[0], dims[1:]

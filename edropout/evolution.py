@@ -3,8 +3,8 @@
 Mutation, rule 'spec' (../EDROPOUT.md, the default): for member i, three distinct other members
 r1, r2, r3; mutant bit d is NOT x_r1[d] where x_r2[d] != x_r3[d] and a uniform draw is < F, else
 x_r1[d]. Rule 'authors' (their code, `evolution()` in sparsifai/epruning edropout.py): with
-probability F copy x_r1[d]; otherwise NOT x_r1[d] where x_r2[d] == x_r3[d] and 0 where they differ. Crossover: the trial takes the mutant's bit with probability CR, and at one
-forced random position; otherwise the parent's. Selection: a trial replaces its parent when its
+probability F copy x_r1[d]; otherwise NOT x_r1[d] where x_r2[d] == x_r3[d] and 0 where they differ.
+Crossover: the trial takes the mutant's bit with probability CR, and at one forced random position; otherwise the parent's. Selection: a trial replaces its parent when its
 energy, measured on the same batch, is not higher.
 """
 
@@ -25,8 +25,13 @@ def pick_donors(population_size: int, generator: torch.Generator | None = None) 
 MUTATION_RULES = ("spec", "authors")
 
 
-def mutate(population: torch.Tensor, donors: torch.Tensor, factor: float,
-           generator: torch.Generator | None = None, rule: str = "spec") -> torch.Tensor:
+def mutate(
+    population: torch.Tensor,
+    donors: torch.Tensor,
+    factor: float,
+    generator: torch.Generator | None = None,
+    rule: str = "spec",
+) -> torch.Tensor:
     if rule not in MUTATION_RULES:
         raise ValueError(f"mutation rule {rule!r} is not one of {', '.join(MUTATION_RULES)}")
     x1, x2, x3 = population[donors[:, 0]], population[donors[:, 1]], population[donors[:, 2]]
@@ -36,8 +41,9 @@ def mutate(population: torch.Tensor, donors: torch.Tensor, factor: float,
     return torch.where(draw, x1, (x2 == x3) & ~x1)
 
 
-def crossover(parents: torch.Tensor, mutants: torch.Tensor, rate: float,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def crossover(
+    parents: torch.Tensor, mutants: torch.Tensor, rate: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     n, d = parents.shape
     take = torch.rand((n, d), generator=generator) < rate
     forced = torch.randint(0, d, (n,), generator=generator)
@@ -45,8 +51,9 @@ def crossover(parents: torch.Tensor, mutants: torch.Tensor, rate: float,
     return torch.where(take, mutants, parents)
 
 
-def select(parents: torch.Tensor, parent_energy: torch.Tensor, trials: torch.Tensor,
-           trial_energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def select(
+    parents: torch.Tensor, parent_energy: torch.Tensor, trials: torch.Tensor, trial_energy: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep each trial whose energy is not higher than its parent's (both measured on one batch)."""
     better = trial_energy <= parent_energy
     population = torch.where(better[:, None], trials, parents)

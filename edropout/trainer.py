@@ -12,9 +12,15 @@ from edropout.config import EDropoutConfig
 from edropout.controller import EDropout
 
 
-def fit(model: nn.Module, loader: Iterable, epochs: int, config: EDropoutConfig | None = None,
-        make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
-        seed: int = 0, on_epoch: Callable[[int, EDropout], None] | None = None) -> tuple[nn.Module, EDropout]:
+def fit(
+    model: nn.Module,
+    loader: Iterable,
+    epochs: int,
+    config: EDropoutConfig | None = None,
+    make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[int, EDropout], None] | None = None,
+) -> tuple[nn.Module, EDropout]:
     """Train `model` with EDropout for `epochs`; return (pruned network, controller).
 
     `make_optimizer(params)` defaults to SGD(lr=0.05, momentum=0.9, weight_decay=5e-4); the

@@ -124,8 +124,13 @@ def _group_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn.
         root_dep, root_idxs = raw[0].dep, raw[0].idxs
         root_name = names.get(root_dep.target.module, str(root_dep.target.name))
         size = len(root_idxs)
-        group = UnitGroup(root_name, size, root=root_dep.target.module, root_handler=root_dep.handler,
-                          root_index=torch.as_tensor([int(i) for i in root_idxs]))
+        group = UnitGroup(
+            root_name,
+            size,
+            root=root_dep.target.module,
+            root_handler=root_dep.handler,
+            root_index=torch.as_tensor([int(i) for i in root_idxs]),
+        )
         problem = None
         for item in raw:
             module, handler = item.dep.target.module, getattr(item.dep.handler, "__name__", "")
@@ -234,8 +239,9 @@ def _filter_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn
     return UnitLayout(groups, "filter")
 
 
-def find_units(model: nn.Module, example_inputs: torch.Tensor, layout: str = "group",
-               classifier: nn.Module | None = None) -> UnitLayout:
+def find_units(
+    model: nn.Module, example_inputs: torch.Tensor, layout: str = "group", classifier: nn.Module | None = None
+) -> UnitLayout:
     """The prunable units of `model`; raises ValueError if there are none."""
     classifier = classifier if classifier is not None else classifier_of(model)
     was_training = model.training
@@ -249,8 +255,10 @@ def find_units(model: nn.Module, example_inputs: torch.Tensor, layout: str = "gr
         model.train(was_training)
     if units.num_units == 0:
         why = "; ".join(f"{k}: {v}" for k, v in list(units.skipped.items())[:3])
-        raise ValueError(f"{type(model).__name__} has no prunable units for EDropout (layout {layout!r})"
-                         + (f" ({why})" if why else ""))
+        raise ValueError(
+            f"{type(model).__name__} has no prunable units for EDropout (layout {layout!r})"
+            + (f" ({why})" if why else "")
+        )
     return units
 
 

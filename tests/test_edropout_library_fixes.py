@@ -32,7 +32,7 @@ def _digits():
 
 def _batches(size=64):
     x, y, _, _ = _digits()
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
 
 
 def _model(arch="test_resnet"):
@@ -132,8 +132,11 @@ def test_filter_layout_pruned_channel_is_exactly_zero_after_its_batchnorm():
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     before = [tensors[name].index_select(dim, index).clone() for name, dim, index in _pruned_pieces(ctrl)]
     outputs = {}
-    hooks = [module.register_forward_hook(lambda m, i, o, n=name: outputs.__setitem__(n, o.detach().clone()))
-             for name, module in model.named_modules() if name in conv_bn.values()]
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, n=name: outputs.__setitem__(n, o.detach().clone()))
+        for name, module in model.named_modules()
+        if name in conv_bn.values()
+    ]
     _train(model, ctrl, epochs=1, steps=3, weight_decay=0.1)
     for hook in hooks:
         hook.remove()
@@ -148,8 +151,11 @@ def test_filter_layout_pruned_channel_is_exactly_zero_after_its_batchnorm():
     params = dict(final.named_parameters())
     checked = 0
     outputs.clear()
-    hooks = [module.register_forward_hook(lambda m, i, o, n=name: outputs.__setitem__(n, o.detach().clone()))
-             for name, module in final.named_modules() if name in conv_bn.values()]
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, n=name: outputs.__setitem__(n, o.detach().clone()))
+        for name, module in final.named_modules()
+        if name in conv_bn.values()
+    ]
     with torch.no_grad():
         final(x0)
     for hook in hooks:
@@ -160,7 +166,9 @@ def test_filter_layout_pruned_channel_is_exactly_zero_after_its_batchnorm():
             continue
         conv, bn = group.outputs
         assert (params[f"{conv.module_name}.weight"][off] == 0).all()
-        assert (params[f"{bn.module_name}.weight"][off] == 0).all() and (params[f"{bn.module_name}.bias"][off] == 0).all()
+        assert (params[f"{bn.module_name}.weight"][off] == 0).all() and (
+            params[f"{bn.module_name}.bias"][off] == 0
+        ).all()
         assert (outputs[bn.module_name][:, off] == 0).all()  # eval mode, running statistics: still exactly zero
         checked += 1
     assert checked > 3
@@ -208,13 +216,18 @@ def test_removed_parameters_equal_what_a_physical_shrink_removes():
 
 def _state_slices(ctrl, optimizer, key):
     params = dict(ctrl.model.named_parameters())
-    return [optimizer.state[params[name]][key].index_select(dim, index).clone()
-            for name, dim, index in _pruned_pieces(ctrl) if name in params and key in optimizer.state[params[name]]]
+    return [
+        optimizer.state[params[name]][key].index_select(dim, index).clone()
+        for name, dim, index in _pruned_pieces(ctrl)
+        if name in params and key in optimizer.state[params[name]]
+    ]
 
 
 def _weights(ctrl):
     params = dict(ctrl.model.named_parameters())
-    return [params[name].index_select(dim, index).clone() for name, dim, index in _pruned_pieces(ctrl) if name in params]
+    return [
+        params[name].index_select(dim, index).clone() for name, dim, index in _pruned_pieces(ctrl) if name in params
+    ]
 
 
 def _steps(ctrl, optimizer, batches, pass_optimizer=True):
@@ -240,7 +253,9 @@ def test_momentum_of_pruned_units_is_frozen_when_after_step_gets_the_optimizer(p
     assert momenta
     _steps(ctrl, optimizer, _batches()[3:7], pass_optimizer)  # four more SGD steps with weight decay 0.1
     assert all(torch.equal(now, then) for now, then in zip(_weights(ctrl), weights))
-    unchanged = [torch.equal(now, then) for now, then in zip(_state_slices(ctrl, optimizer, "momentum_buffer"), momenta)]
+    unchanged = [
+        torch.equal(now, then) for now, then in zip(_state_slices(ctrl, optimizer, "momentum_buffer"), momenta)
+    ]
     if pass_optimizer:
         assert all(unchanged)
     else:  # the old call: weight decay keeps integrating into the pruned units' momentum
@@ -305,11 +320,14 @@ def test_patience_that_cannot_fire_warns_and_converged_epoch_is_explained_by_sea
         small.before_step(*_batches()[0])
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"patience_fraction": 0.0}, r"patience_fraction must be in \(0, 1\] or None, got 0.0"),
-    ({"patience_fraction": 1.5}, r"patience_fraction must be in \(0, 1\] or None, got 1.5"),
-    ({"mutation": "paper"}, "mutation 'paper' is not one of spec, authors"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"patience_fraction": 0.0}, r"patience_fraction must be in \(0, 1\] or None, got 0.0"),
+        ({"patience_fraction": 1.5}, r"patience_fraction must be in \(0, 1\] or None, got 1.5"),
+        ({"mutation": "paper"}, "mutation 'paper' is not one of spec, authors"),
+    ],
+)
 def test_new_settings_are_validated(change, message):
     with pytest.raises(ValueError, match=message):
         EDropoutConfig(**change).validate()
