@@ -8,11 +8,17 @@ with the fields of `edropout.EDropoutConfig` (population, energy, kappa, energy_
 
 from __future__ import annotations
 
+import math
+import warnings
+
 from benchmark.api import CellContext, Hooks, MethodResult, register_method
 from benchmark.cell.measure import count_params
+from benchmark.cell.training import make_loader
 from benchmark.core import metrics as M
 from benchmark.core.errors import UserError
 from edropout import EDropout, EDropoutConfig
+
+FULL_BN_BATCHES = 50  # training batches that re-estimate F's BatchNorm statistics
 
 
 def _config(method_args: dict) -> EDropoutConfig:
@@ -26,13 +32,16 @@ class _Search(Hooks):
     """The controller's calls at the harness's hook points."""
 
     def __init__(self, ctrl: EDropout):
-        self.ctrl, self.changed = ctrl, False
+        self.ctrl, self.changed, self.optimizer = ctrl, False, None
 
     def before_step(self, model, x, y):
         self.ctrl.before_step(x, y)
 
+    def bind_optimizer(self, optimizer):
+        self.optimizer = optimizer
+
     def after_step(self, model):
-        self.ctrl.after_step()
+        self.ctrl.after_step(self.optimizer)  # pruned units: weights, BN statistics and optimiser state held
 
     def end_epoch(self, model, epoch):
         summary = self.ctrl.epoch_summary()
@@ -53,12 +62,22 @@ class _Search(Hooks):
 def edropout(ctx: CellContext) -> MethodResult:
     config = _config(ctx.cfg.method_args)
     params_before = count_params(ctx.model)[M.PARAMS]
+    steps = math.ceil(len(ctx.bundle.train) / ctx.cfg.train.batch_size)
     try:
-        ctrl = EDropout(ctx.model, ctx.example_inputs(), ctx.cfg.train.epochs, config, seed=ctx.cfg.seed)
+        with warnings.catch_warnings():  # a patience that cannot fire is recorded below, not printed per cell
+            warnings.filterwarnings("ignore", message="EDropout patience")
+            ctrl = EDropout(
+                ctx.model, ctx.example_inputs(), ctx.cfg.train.epochs, config, seed=ctx.cfg.seed, steps_per_epoch=steps
+            )
     except ValueError as exc:  # e.g. an architecture without prunable units
         raise UserError(f"edropout cannot prune {ctx.cfg.model.arch!r}: {exc}") from None
-    ctx.train(ctx.model, hooks=[_Search(ctrl)])
-    full = ctrl.full_network()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="EDropout patience")
+        ctx.train(ctx.model, hooks=[_Search(ctrl)])
+    # F: every unit on, BatchNorm statistics re-estimated on training batches (the masked network's
+    # statistics do not describe it); the paper's F was measured without that step.
+    batches = make_loader(ctx.bundle.train, ctx.cfg.train.batch_size, shuffle=True, seed=ctx.cfg.seed)
+    full = ctrl.full_network(recalibrate=batches, max_batches=FULL_BN_BATCHES)
     pruned = ctrl.finalize()
     full_metrics = ctx.evaluate(full, "test")
     history = ctrl.history
@@ -73,7 +92,8 @@ def edropout(ctx: CellContext) -> MethodResult:
     return MethodResult(
         pruned,
         {
-            M.PARAM_PRUNING_RATE: 1.0 - count_params(pruned)[M.PARAMS] / params_before,
+            # what the best state removes, whether or not the network was shrunk (layout=filter, shrink=false)
+            M.PARAM_PRUNING_RATE: ctrl.removed_parameters() / params_before,
             M.CHANNEL_PRUNING_RATE: 1.0 - float(ctrl.best.float().mean()),
             "units": ctrl.units.num_units,
             "unit_groups": len(ctrl.units.groups),
@@ -83,6 +103,10 @@ def edropout(ctx: CellContext) -> MethodResult:
             "generations": len(history),
             M.CONVERGED_EPOCH: ctrl.converged_epoch,
             M.CONVERGED_STEP: ctrl.converged_step,
+            M.SEARCHED_EPOCHS: ctrl.searched_epochs,
+            "search_stop_reason": ctrl.stop_reason,
+            M.PATIENCE_GENERATIONS: ctrl.patience_generations,
+            M.SEARCH_WINDOW_GENERATIONS: ctrl.search_window_generations,
             # the search dynamics, one point per generation (the report plots them)
             "search_curve": {
                 "step": [g.step for g in history],

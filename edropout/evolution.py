@@ -4,8 +4,9 @@ Mutation, rule 'spec' (../EDROPOUT.md, the default): for member i, three distinc
 r1, r2, r3; mutant bit d is NOT x_r1[d] where x_r2[d] != x_r3[d] and a uniform draw is < F, else
 x_r1[d]. Rule 'authors' (their code, `evolution()` in sparsifai/epruning edropout.py): with
 probability F copy x_r1[d]; otherwise NOT x_r1[d] where x_r2[d] == x_r3[d] and 0 where they differ.
-Crossover: the trial takes the mutant's bit with probability CR, and at one forced random position; otherwise the parent's. Selection: a trial replaces its parent when its
-energy, measured on the same batch, is not higher.
+Crossover: the trial takes the mutant's bit with probability CR, and at one forced random position;
+otherwise the parent's. Selection: a trial replaces its parent when its energy, measured on the same
+batch, is not higher.
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ class Hooks:
     def after_step(self, model: nn.Module) -> None:
         """After the optimiser step (e.g. re-apply a mask)."""
 
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimiser the loop steps, each time it is (re)built (e.g. to freeze pruned units' state)."""
+
     def end_epoch(self, model: nn.Module, epoch: int) -> dict[str, float]:
         """After each epoch; returned values are logged with the epoch's metrics."""
         return {}
@@ -121,6 +124,8 @@ def train(
     val_loader = make_loader(val_set, cfg.eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, epochs)
+    for hook in hooks:
+        hook.bind_optimizer(optimizer)
     history: list[EpochStats] = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -155,6 +160,8 @@ def train(
         if any(hook.network_changed() for hook in hooks):
             optimizer = make_optimizer(model, cfg)
             scheduler = make_scheduler(optimizer, cfg, epochs)
+            for hook in hooks:
+                hook.bind_optimizer(optimizer)
             with warnings.catch_warnings():  # stepping a fresh scheduler to the current epoch
                 warnings.simplefilter("ignore", UserWarning)
                 for _ in range(epoch if scheduler is not None else 0):

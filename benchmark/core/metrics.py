@@ -75,7 +75,7 @@ TOP1_FULL = _add(
     unit="%",
     higher_is_better=True,
     where="method",
-    description="EDropout's full network F (every unit on)",
+    description="EDropout's full network F (every unit on), BatchNorm re-estimated on training data",
 )
 TOP5_FULL = _add("top5_full", "F top-5 %", unit="%", higher_is_better=True, where="method")
 # size and cost of the network (measure)
@@ -141,6 +141,21 @@ SPARSITY_TARGET = _add("sparsity_target", "target rate", fmt="{:.3f}", where="me
 UNITS = _add("units", "prunable units", fmt="{:.0f}", where="method", description="EDropout's bits per state")
 UNIT_GROUPS = _add("unit_groups", "unit groups", fmt="{:.0f}", where="method")
 GENERATIONS = _add("generations", "search generations", fmt="{:.0f}", where="method")
+SEARCHED_EPOCHS = _add(
+    "searched_epochs",
+    "searched epochs",
+    fmt="{:.0f}",
+    where="method",
+    description="epochs in which EDropout's search ran at least one generation",
+)
+PATIENCE_GENERATIONS = _add("patience_generations", "patience (generations)", fmt="{:.0f}", where="method")
+SEARCH_WINDOW_GENERATIONS = _add(
+    "search_window_generations",
+    "search window (generations)",
+    fmt="{:.0f}",
+    where="method",
+    description="a patience at or above it can never stop the search",
+)
 ROUNDS = _add("rounds", "pruning rounds", fmt="{:.0f}", where="method")
 REWIND_EPOCH = _add("rewind_epoch", "rewind epoch", fmt="{:.0f}", where="method")
 # derived by report.stats from results.csv
