@@ -18,9 +18,7 @@ removed = ctrl.removed_parameters()  # parameters the mask removes, also when no
 from __future__ import annotations
 
 import copy
-import math
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +27,7 @@ from torch import nn
 
 from edropout.batchnorm import recalibrate_batchnorm
 from edropout.config import EDropoutConfig
+from edropout.convergence import Convergence
 from edropout.energy import ENERGY_FUNCTIONS
 from edropout.evolution import crossover, hamming_diversity, mutate, pick_donors, select
 from edropout.masking import Masker
@@ -46,7 +45,7 @@ class Generation:
     best_changed: bool
 
 
-class EDropout:
+class EDropout(Convergence):
     """The search, the masks and the result. `steps_per_epoch` (optional) sizes the search window for
     `patience_fraction` from the start; without it the controller learns it at the end of epoch 1.
 
@@ -178,55 +177,6 @@ class EDropout:
         patience = self.patience_generations
         if patience is not None and self.unchanged >= patience:
             self._freeze("patience")
-
-    def _search_limit(self) -> float:
-        limit = self.config.stop_fraction * self.epochs
-        return max(1.0, limit) if self.config.stop_fraction > 0 else 0.0
-
-    def _search_over(self) -> bool:
-        """Past `stop_fraction` of the epochs; a run shorter than 1/stop_fraction epochs still
-        searches for its first epoch (else a 1-epoch run would keep the random initial mask)."""
-        return self.epoch > self._search_limit()
-
-    @property
-    def search_window_generations(self) -> int | None:
-        """Generations the search runs without a patience stop (None until steps per epoch are known)."""
-        if self.steps_per_epoch is None:
-            return None
-        return min(self.epochs, math.floor(self._search_limit())) * self.steps_per_epoch
-
-    @property
-    def patience_generations(self) -> int | None:
-        """Generations without a new best state that stop the search: the smaller of `patience` and
-        `patience_fraction` x the search window (the latter only once the window is known)."""
-        cfg, window = self.config, self.search_window_generations
-        candidates = [cfg.patience] if cfg.patience is not None else []
-        if cfg.patience_fraction is not None and window is not None:
-            candidates.append(max(1, math.ceil(cfg.patience_fraction * window)))
-        return min(candidates) if candidates else None
-
-    @property
-    def searched_epochs(self) -> int:
-        """Epochs in which at least one generation ran (the last one possibly in part)."""
-        return len({g.epoch for g in self.history})
-
-    def _check_patience(self) -> None:
-        window, patience = self.search_window_generations, self.config.patience
-        if self._warned_patience or window is None or patience is None or patience < window:
-            return
-        self._warned_patience = True
-        if self.config.patience_fraction is None:
-            warnings.warn(
-                f"EDropout patience {patience} can never fire: the search window has only {window} "
-                "generations (set patience_fraction, or a smaller patience)",
-                stacklevel=3,
-            )
-
-    def _freeze(self, reason: str = "finalize") -> None:
-        if not self.frozen:
-            self.frozen = True
-            self.converged_epoch, self.converged_step = self.epoch, self.step
-            self.stop_reason = reason
 
     # -- the training-loop hooks -----------------------------------------------------------------------
 

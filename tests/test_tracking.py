@@ -42,3 +42,18 @@ def test_finished_cells_are_skipped_and_changed_ones_rerun(tmp_path, mlflow_uri,
     assert not is_done(out, identify(tiny_cfg))
     run_study("test", [Cell(tiny_cfg, out, "dense")], serial, settings, lock_folder=tmp_path)
     assert len(_cell_runs(mlflow_uri)) == 2
+
+
+def test_a_result_whose_run_a_kill_left_open_is_finished_on_resume(tmp_path, mlflow_uri, tiny_cfg):
+    """A kill between the atomic metrics.json and the run's end: the result is kept, and its run is closed."""
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "cell"
+    settings, serial = TrackingSettings(uri=mlflow_uri), ExecutorSettings(backend="serial")
+    run_study("test", [Cell(tiny_cfg, out, "dense")], serial, settings, lock_folder=tmp_path)
+    (run,) = _cell_runs(mlflow_uri)
+    MlflowClient(mlflow_uri).update_run(run.info.run_id, status="RUNNING")  # what the kill leaves behind
+    again = run_study("test", [Cell(tiny_cfg, out, "dense")], serial, settings, lock_folder=tmp_path)
+    assert (again.finished, again.skipped) == (0, 1)
+    (run,) = _cell_runs(mlflow_uri)
+    assert run.info.status == "FINISHED" and "killed" in run.data.tags["recovered"]

@@ -194,6 +194,30 @@ def open_parent_run(tracking: TrackingSettings, name: str) -> str | None:
     return run_id
 
 
+def reconcile_finished(tracking: TrackingSettings, run_ids: set[str]) -> list[str]:
+    """Mark FINISHED the runs of cells whose result is complete on disk but whose run is not.
+
+    A kill between the atomic write of metrics.json and the run's end leaves the run RUNNING (or KILLED,
+    once a resumed study closes stale children) although the result is there and will never be recomputed;
+    results and MLflow must agree, so such runs are finished with a `recovered` tag. Returns their ids.
+    """
+    if not tracking.enabled or not run_ids:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.uri or default_tracking_uri()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        return []
+    open_runs = client.search_runs([experiment.experiment_id], "attributes.status != 'FINISHED'", max_results=50000)
+    fixed = [run.info.run_id for run in open_runs if run.info.run_id in run_ids]
+    for run_id in fixed:
+        client.set_tag(run_id, "recovered", "the result was complete on disk when the process was killed")
+        client.set_terminated(run_id, status="FINISHED")
+    return fixed
+
+
 def _client(tracking: TrackingSettings) -> Any:
     from mlflow.tracking import MlflowClient
 

@@ -30,6 +30,7 @@ from benchmark.core.tracking import (
     ensure_experiment,
     log_parent_progress,
     open_parent_run,
+    reconcile_finished,
 )
 from benchmark.study.backends import (
     FORWARDED_ENV,
@@ -228,10 +229,12 @@ class _Study:
             file=sys.stderr,
         )
         if not self.todo and not self.waiting:
+            self._reconcile()
             return self.outcome
         if self.tracking.enabled:
             ensure_experiment(self.tracking.uri or default_tracking_uri(), self.tracking.experiment)  # before workers
             self.tracking.parent_run_id = open_parent_run(self.tracking, self.study_name)
+            self._reconcile()
         workers, threads = plan_workers(self.executor, len(self.todo) + len(self.waiting))
         print(
             f"{self.stage}: backend {self.executor.backend}, {workers} parallel cells, "
@@ -248,6 +251,21 @@ class _Study:
         self.outcome.seconds = time.perf_counter() - start
         self._close()
         return self.outcome
+
+    def _reconcile(self) -> None:
+        """Results on disk whose MLflow run a kill left unfinished: finish those runs (see reconcile_finished)."""
+        ids = set()
+        for cell in self.cells:
+            metrics = read_json(cell.out / METRICS_FILE)
+            if metrics and metrics.get("status") == "finished" and metrics.get("mlflow_run_id"):
+                ids.add(metrics["mlflow_run_id"])
+        fixed = reconcile_finished(self.tracking, ids)
+        if fixed:
+            print(
+                f"{self.stage}: {len(fixed)} finished cells had unfinished MLflow runs (killed before the "
+                "run was closed); marked FINISHED",
+                file=sys.stderr,
+            )
 
     def _backend(self, workers: int, threads: int | None) -> Any:
         if self.executor.backend == "ray":
