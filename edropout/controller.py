@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edropout.batchnorm import recalibrate_batchnorm
+from edropout.batchnorm import per_state_batch_statistics, recalibrate_batchnorm
 from edropout.config import EDropoutConfig
 from edropout.convergence import Convergence
 from edropout.energy import ENERGY_FUNCTIONS
@@ -116,31 +116,21 @@ class EDropout(Convergence):
     def energies(self, states: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Energy of each state on (x, y).
 
-        energy_norm 'running': one batched forward pass in eval mode. 'batch': one pass per state in
-        training mode with BatchNorm's momentum set to 0, so its running statistics do not move.
+        All states are scored in one forward pass of S copies of the batch, with the model in eval mode
+        (no dropout). energy_norm 'batch': every BatchNorm normalises each state's copy with that copy's
+        own batch statistics (running statistics untouched); 'running': with the running statistics.
         """
         states = states.reshape(-1, self.units.num_units)
         was_training = self.model.training
         try:
-            if self.config.energy_norm == "running":
-                self.model.eval()
-                self.masker.set_states(states)
-                logits = self.model(x.repeat(states.shape[0], *([1] * (x.dim() - 1))))
+            self.model.eval()
+            self.masker.set_states(states)
+            copies = x.repeat(states.shape[0], *([1] * (x.dim() - 1)))
+            if self.config.energy_norm == "batch":
+                with per_state_batch_statistics(self.model, states.shape[0]):
+                    logits = self.model(copies)
             else:
-                self.model.train()
-                norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-                momenta = [m.momentum for m in norms]
-                for m in norms:
-                    m.momentum = 0.0
-                try:
-                    outputs = []
-                    for state in states:
-                        self.masker.set_states(state)
-                        outputs.append(self.model(x))
-                    logits = torch.cat(outputs)
-                finally:
-                    for m, momentum in zip(norms, momenta):
-                        m.momentum = momentum
+                logits = self.model(copies)
         finally:
             self.model.train(was_training)
             self._applied = False  # the training step must re-apply the best state

@@ -70,6 +70,27 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess
     )
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`benchmark.cli.main(args)` in this process, with its exit status and printed output.
+
+    For checks of what the CLI says and leaves behind on bad input: no interpreter start-up (torch and
+    timm are imported once per test worker, not once per case). `run_cli` stays for what needs a real
+    `python -m benchmark` process.
+    """
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from benchmark.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["benchmark", *args], code, out.getvalue(), err.getvalue())
+
+
 def mlflow_runs(uri: str, experiment: str = "pruning-benchmark") -> list:
     from mlflow.tracking import MlflowClient
 

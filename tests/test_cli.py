@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
+from tests.conftest import TINY_ARGS, mlflow_runs, run_cli, run_cli_here
 
 REQUIRED = {
     "method",
@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, mlflow_
     (tmp_path / "empty").mkdir()
     extra = [a.replace("{empty}", str(tmp_path / "empty")) for a in extra]
     out = tmp_path / "cell"
-    proc = run_cli("run", "--out", str(out), *TINY_ARGS, *extra)
+    proc = run_cli_here("run", "--out", str(out), *TINY_ARGS, *extra)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -134,7 +134,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, mlflow_
 
 
 def test_unwritable_output_folder(tmp_path, mlflow_uri):
-    proc = run_cli("run", "--out", _not_a_dir(tmp_path), *TINY_ARGS)
+    proc = run_cli_here("run", "--out", _not_a_dir(tmp_path), *TINY_ARGS)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: output folder") and "not writable" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -148,12 +148,12 @@ def test_argparse_errors_are_one_line_exit_2():
 
 
 def test_list_commands():
-    methods = run_cli("list", "methods")
+    methods = run_cli_here("list", "methods")
     assert methods.returncode == 0 and methods.stdout.split()[0] == "dense"
-    datasets = run_cli("list", "datasets").stdout
+    datasets = run_cli_here("list", "datasets").stdout
     for name in ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "flowers102", "imagefolder"):
         assert f"\n{name} " in "\n" + datasets
-    archs = run_cli("list", "archs", "resnet1*").stdout.split()
+    archs = run_cli_here("list", "archs", "resnet1*").stdout.split()
     assert "resnet18" in archs and all(a.startswith("resnet1") for a in archs)
-    bad = run_cli("list", "models")
+    bad = run_cli_here("list", "models")
     assert bad.returncode == 2 and "unknown list kind 'models'" in bad.stderr and "methods" in bad.stderr

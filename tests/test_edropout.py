@@ -283,5 +283,8 @@ def test_batch_statistics_energy_leaves_running_statistics_alone():
     batch_energy = ctrl.energies(ctrl.population, x, y)
     assert all(torch.equal(stats[n], b) for n, b in model.named_buffers() if "running" in n)
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # restored
-    running = EDropout(model, x[:1], epochs=2).energies(ctrl.population, x, y)
+    ctrl.masker.detach()  # one controller per network
+    running = EDropout(model, x[:1], epochs=2, config=EDropoutConfig(energy_norm="running")).energies(
+        ctrl.population, x, y
+    )
     assert not torch.allclose(batch_energy, running)  # the two modes really differ

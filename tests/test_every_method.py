@@ -28,7 +28,9 @@ def test_method_reaches_the_target_rate_within_one_point(method, sparsity, store
     cfg = RunConfig(method=method)
     cfg.train.epochs, cfg.data.input_size = 1, 8
     cfg.measure.latency_repeats, cfg.measure.latency_warmup, cfg.measure.latency_batch_sizes = 1, 0, [1]
-    cfg.method_args = {"sparsity": sparsity, "finetune_epochs": 1, **FAST.get(method, {})}
+    # fine-tuning must keep the rate: checked at 0.7; at 0.3 the rate is checked right after pruning
+    finetune = 1 if sparsity == 0.7 else 0
+    cfg.method_args = {"sparsity": sparsity, "finetune_epochs": finetune, **FAST.get(method, {})}
     m = run_cell(cfg, store / f"{method}-{sparsity}", TrackingSettings(enabled=False), progress=False)
     assert abs(m["param_pruning_rate"] - sparsity) <= 0.01, m["param_pruning_rate"]
     assert m["param_pruning_rate"] == pytest.approx(1 - m["params_nonzero"] / m["dense_params"], abs=1e-6)

@@ -27,7 +27,7 @@ from benchmark.core.config import RunConfig
 from benchmark.core.errors import UserError
 from benchmark.core.tracking import NullTracker
 from edropout.units import classifier_of
-from tests.conftest import TINY_ARGS, mlflow_runs, run_cli
+from tests.conftest import TINY_ARGS, mlflow_runs, run_cli, run_cli_here
 
 
 @pytest.fixture(autouse=True)
@@ -178,13 +178,13 @@ def _fake_edropout_result(results, rate=0.42) -> str:
 
 def test_matched_sparsity_reads_edropout_result_of_the_same_cell(tmp_path):
     path = _fake_edropout_result(tmp_path / "results")
-    proc = run_cli("config", "--method", "global_magnitude", "--sparsity", "matched", *TINY_ARGS[:-1])
+    proc = run_cli_here("config", "--method", "global_magnitude", "--sparsity", "matched", *TINY_ARGS[:-1])
     assert proc.returncode == 0, proc.stderr
     args = json.loads(proc.stdout)["config"]["method_args"]
     assert args["sparsity"] == pytest.approx(0.42)
     assert path in args["matched_from"] and "feedbeef12345678" in args["matched_from"]
 
-    other_seed = run_cli(
+    other_seed = run_cli_here(
         "config", "--method", "global_magnitude", "--sparsity", "matched", "--seed", "1", *TINY_ARGS[:-1]
     )
     assert other_seed.returncode == 2 and "seed1" in other_seed.stderr  # a rate is never borrowed across seeds
@@ -192,7 +192,7 @@ def test_matched_sparsity_reads_edropout_result_of_the_same_cell(tmp_path):
 
 def test_matched_sparsity_without_edropout_result_is_one_line_exit_2(tmp_path, mlflow_uri):
     out = tmp_path / "cell"
-    proc = run_cli("run", "--method", "global_magnitude", "--sparsity", "matched", "--out", str(out), *TINY_ARGS)
+    proc = run_cli_here("run", "--method", "global_magnitude", "--sparsity", "matched", "--out", str(out), *TINY_ARGS)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -214,7 +214,7 @@ BAD_RATES = {
 def test_bad_rates_and_variants_are_one_line_exit_2_and_leave_nothing(case, tmp_path, mlflow_uri):
     extra, expected = BAD_RATES[case]
     out = tmp_path / "cell"
-    proc = run_cli("run", "--method", "global_magnitude", "--out", str(out), *TINY_ARGS, *extra)
+    proc = run_cli_here("run", "--method", "global_magnitude", "--out", str(out), *TINY_ARGS, *extra)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _field(12, "training epochs")
+    epochs: int = _field(8, "training epochs")
     batch_size: int = _field(64, "mini-batch size")
     optimizer: str = _field("sgd", f"one of {', '.join(OPTIMIZERS)}")
     lr: float = _field(0.05, "learning rate (the paper's Adadelta uses 1.0)")

@@ -9,7 +9,6 @@ Timings on a shared CPU are noisy: compare the ratios within one run, not absolu
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
@@ -41,15 +40,16 @@ def population_eval_speed(
         for state in states:
             ctrl.energies(state[None], x, y)
 
-    timings = {}
-    for name, fn in (("batched", batched), ("sequential", one_by_one)):
-        fn()  # warm-up
-        runs = []
-        for _ in range(repeats):
+    # Interleaved, best of `repeats`: on a shared machine noise only ever adds time, and alternating
+    # the two keeps a slow spell from landing on one side only.
+    runs = {"batched": [], "sequential": []}
+    batched(), one_by_one()  # warm-up
+    for _ in range(repeats):
+        for name, fn in (("batched", batched), ("sequential", one_by_one)):
             start = time.perf_counter()
             fn()
-            runs.append(time.perf_counter() - start)
-        timings[name] = statistics.median(runs)
+            runs[name].append(time.perf_counter() - start)
+    timings = {name: min(values) for name, values in runs.items()}
     timings["speedup"] = timings["sequential"] / timings["batched"]
     return timings
 

@@ -58,5 +58,5 @@ def _digits(cfg: DataConfig, seed: int) -> DatasetBundle:
     )
 
 
-register_dataset("digits", build=_digits, num_classes=10, in_chans=1, native_size=16, augment_default=False,
-                 description="scikit-learn's 1,797 handwritten digits (8x8, upsampled), shipped offline; default")
+register_dataset("digits", build=_digits, num_classes=10, in_chans=1, native_size=8, augment_default=False,
+                 description="scikit-learn's 1,797 handwritten digits (8x8), shipped offline; default")
