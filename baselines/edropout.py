@@ -21,11 +21,21 @@ from edropout import EDropout, EDropoutConfig
 FULL_BN_BATCHES = 50  # training batches that re-estimate F's BatchNorm statistics
 
 
-def _config(method_args: dict) -> EDropoutConfig:
+def _config(method_args: dict, method: str = "edropout", search: str | None = None) -> EDropoutConfig:
+    if search is not None and "search" in method_args:
+        raise UserError(f"bad method_args for {method}: 'search' is fixed to {search!r} by this control")
     try:
-        return EDropoutConfig.from_dict(method_args)
+        config = EDropoutConfig.from_dict(method_args)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"bad method_args for edropout: {exc}") from None
+        raise UserError(f"bad method_args for {method}: {exc}") from None
+    if search is not None:
+        config.search = search
+    return config
+
+
+def control_args(method: str, search: str):
+    """`check_args` of a control: EDropout's settings, with `search` fixed."""
+    return lambda method_args: _config(method_args, method, search)
 
 
 class _Search(Hooks):
@@ -60,7 +70,11 @@ class _Search(Hooks):
     check_args=_config,
 )
 def edropout(ctx: CellContext) -> MethodResult:
-    config = _config(ctx.cfg.method_args)
+    return run_edropout(ctx, _config(ctx.cfg.method_args))
+
+
+def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
+    """One EDropout cell with `config` (the method, or one of its controls)."""
     params_before = count_params(ctx.model)[M.PARAMS]
     steps = math.ceil(len(ctx.bundle.train) / ctx.cfg.train.batch_size)
     try:
@@ -105,6 +119,9 @@ def edropout(ctx: CellContext) -> MethodResult:
             M.CONVERGED_STEP: ctrl.converged_step,
             M.SEARCHED_EPOCHS: ctrl.searched_epochs,
             "search_stop_reason": ctrl.stop_reason,
+            "search": config.search,
+            # the final state's kept units per unit group (what the `scratch` and `shuffled` controls need)
+            "kept_per_group": [int(part.sum()) for part in ctrl.units.split(ctrl.best)],
             M.PATIENCE_GENERATIONS: ctrl.patience_generations,
             M.SEARCH_WINDOW_GENERATIONS: ctrl.search_window_generations,
             # the search dynamics, one point per generation (the report plots them)

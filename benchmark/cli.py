@@ -162,9 +162,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                 spec = METHODS.get(name)
                 rate = "target rate" if spec.takes_sparsity else "own rate"
                 tags = ",".join(sorted(spec.tags | ({"needs-bn"} if spec.needs_batchnorm else set()))) or "-"
-                print(f"{name:20s} {spec.granularity:13s} {spec.schedule:16s} {rate:12s} {tags:14s} {spec.citation}")
+                print(f"{name:22s} {spec.granularity:13s} {spec.schedule:16s} {rate:12s} {tags:15s} {spec.citation}")
         for where, problem in sorted(BROKEN.items()):
-            print(f"{'BROKEN':20s} {where}: {problem}")
+            print(f"{'BROKEN':22s} {where}: {problem}")
     elif args.kind == "archs":
         from benchmark.cell.models import available_archs
 

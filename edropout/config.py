@@ -8,6 +8,7 @@ ENERGIES = ("margin", "cross_entropy")
 ENERGY_NORMS = ("running", "batch")
 LAYOUTS = ("group", "filter")
 MUTATIONS = ("spec", "authors")
+SEARCHES = ("energy", "off", "noise")
 
 
 @dataclass
@@ -49,6 +50,12 @@ class EDropoutConfig:
     """Also stop once the best state has not changed for this fraction of the search window's
     generations (window: the searched epochs x steps per epoch; None: off). With both set, the
     smaller number of generations applies."""
+    search: str = "energy"
+    """'energy': the method. The controls that separate the search from chance, everything else equal
+    (seed, p_init, initial population, schedule, shrink): 'off': the first Bernoulli(p_init) state,
+    kept for the whole run (no generations); 'noise': the same differential evolution with every
+    energy replaced by a uniform random number (drawn from a separate stream, so donors, mutation
+    and crossover draw exactly as with 'energy')."""
     layout: str = "group"
     """'group': one bit per group of coupled channels (dependency graph), physically removable;
     'filter': one bit per output channel of every conv/linear layer, the authors' layout (masks only)."""
@@ -84,6 +91,8 @@ class EDropoutConfig:
             raise ValueError(f"EDropout patience must be > 0 or None, got {self.patience}")
         if self.patience_fraction is not None and not 0.0 < self.patience_fraction <= 1.0:
             raise ValueError(f"EDropout patience_fraction must be in (0, 1] or None, got {self.patience_fraction}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"EDropout search {self.search!r} is not one of {', '.join(SEARCHES)}")
         if self.mutation not in MUTATIONS:
             raise ValueError(f"EDropout mutation {self.mutation!r} is not one of {', '.join(MUTATIONS)}")
         if self.min_kept_per_group < 1:

@@ -76,6 +76,7 @@ class EDropout(Convergence):
         self.units: UnitLayout = find_units(model, example_inputs, self.config.layout)
         self.masker = Masker(self.units).attach()
         self.generator = torch.Generator().manual_seed(seed)
+        self._noise = torch.Generator().manual_seed(seed + 7919)  # search='noise': its random energies
         n, d = self.config.population, self.units.num_units
         self.population = self._repair(torch.rand((n, d), generator=self.generator) < self.config.p_init)
         self.energy = torch.full((n,), float("inf"))
@@ -146,7 +147,10 @@ class EDropout(Convergence):
         mutants = mutate(self.population, donors, cfg.mutation_factor, self.generator, rule=cfg.mutation)
         trials = crossover(self.population, mutants, cfg.crossover_rate, self.generator)
         trials = self._repair(trials)
-        both = self.energies(torch.cat([self.population, trials]), x, y)
+        if cfg.search == "noise":
+            both = torch.rand(2 * cfg.population, generator=self._noise)
+        else:
+            both = self.energies(torch.cat([self.population, trials]), x, y)
         parent_energy, trial_energy = both[: cfg.population], both[cfg.population :]
         self.population, self.energy = select(self.population, parent_energy, trials, trial_energy)
         best = self.population[int(self.energy.argmin())]
@@ -179,7 +183,7 @@ class EDropout(Convergence):
             self._freeze("stop_fraction")
         if self.step == 1:
             self._check_patience()
-        if not self.frozen:
+        if not self.frozen and self.config.search != "off":
             start = time.perf_counter()
             self.generation(x, y)
             self.search_seconds += time.perf_counter() - start

@@ -7,7 +7,7 @@ from benchmark.cell.runner import TrackingSettings, run_cell
 from benchmark.core.config import RunConfig
 
 discover()
-PRUNING = [name for name in METHODS.names() if METHODS.get(name).granularity != "none" and name != "edropout"]
+PRUNING = [name for name in METHODS.names() if METHODS.get(name).takes_sparsity]  # EDropout and controls: own rate
 FAST = {
     "synflow": {"iterations": 10},
     "imp": {"rounds": 1},

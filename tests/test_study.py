@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmark.cell.plugins import discover, get_method
 from benchmark.core.errors import UserError
 from benchmark.study.profiles import get_profile, load_params, set_active_profile
 from tests.conftest import ROOT, dvc, mlflow_runs
@@ -122,7 +123,9 @@ def test_dvc_repro_runs_the_smoke_study_then_only_what_changed(repo_copy):
     first = dvc(repo_copy, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     methods = {p.stem for p in (repo_copy / "baselines").glob("*.py") if not p.name.startswith("_")}  # one per file
-    expected = 1 + 1 + (len(methods) - 2) * 2  # dense, edropout, every other method at 0.5 and matched
+    discover()
+    # one cell per own-rate method (dense, edropout, its controls); two (0.5 and matched) per method taking a rate
+    expected = sum(2 if get_method(m).takes_sparsity else 1 for m in methods)
     table = pd.read_csv(repo_copy / "reports" / "results.csv")
     assert len(table) == expected and set(table["status"]) == {"finished"}
     assert set(table["method"]) == methods

@@ -1,10 +1,11 @@
 """The code fingerprint of a cell: the code that can change its result, found from the package layout.
 
 A cell's result depends on the cell layer (`benchmark/cell/`), the EDropout library, the method's
-own file and the dataset's own file. Everything else (core utilities such as errors, config
-parsing and MLflow logging; the study, report and tools layers; other methods' and datasets'
-files) cannot change a number in metrics.json, so editing it never re-runs a cell. Which files are
-datasets' own files is read from the dataset registry, not from a list of names.
+own file (and, for a control, the file of the method it controls) and the dataset's own file.
+Everything else (core utilities such as errors, config parsing and MLflow logging; the study,
+report and tools layers; other methods' and datasets' files) cannot change a number in
+metrics.json, so editing it never re-runs a cell. Which files are datasets' own files is read
+from the dataset registry, not from a list of names.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 from benchmark.cell.data import DATASETS, DatasetSpec
+from benchmark.cell.plugins import METHODS
 from benchmark.cell.spec import MethodSpec
 from benchmark.core.paths import PROJECT_ROOT
 
@@ -26,7 +28,10 @@ def fingerprint_files(method: MethodSpec, dataset: DatasetSpec) -> list[Path]:
     families = {Path(spec.source).resolve() for spec in map(DATASETS.get, DATASETS.names()) if spec.source}
     shared = [p for p in sorted(CELL_LAYER.rglob("*.py")) if p.resolve() not in families]
     files = shared + [p for root in LIBRARIES for p in sorted(root.rglob("*.py"))]
-    for own in (dataset.source, method.source):
+    owns = [dataset.source, method.source]
+    if method.control_of is not None and method.control_of in METHODS:  # a control runs its method's code
+        owns.append(METHODS.get(method.control_of).source)
+    for own in owns:
         if own and Path(own).is_file() and Path(own).resolve() not in {f.resolve() for f in files}:
             files.append(Path(own))
     return files

@@ -69,6 +69,7 @@ def register_method(
     takes_sparsity: bool = False,
     needs_batchnorm: bool = False,
     tags: Iterable[str] = (),
+    control_of: str | None = None,
 ):
     """Decorator that registers a pruning method under `name`, with its capabilities (see `spec`).
 
@@ -78,6 +79,10 @@ def register_method(
     the plugin BROKEN.
     """
     tags = check_capabilities(name, citation, granularity, schedule, takes_sparsity, needs_batchnorm, tags, check_args)
+    if control_of is not None:
+        if not isinstance(control_of, str) or not control_of.strip():
+            raise UserError(f"method {name!r}: control_of must be a method name, got {control_of!r}")
+        tags = tags | {"control"}
 
     def decorator(fn: Callable[[CellContext], MethodResult]):
         if not callable(fn):
@@ -97,6 +102,7 @@ def register_method(
             takes_sparsity=takes_sparsity,
             needs_batchnorm=needs_batchnorm,
             tags=tags,
+            control_of=control_of,
         )
         if _pending is None:
             METHODS.add(name, spec)

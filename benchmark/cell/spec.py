@@ -51,6 +51,7 @@ class MethodSpec:
     takes_sparsity: bool = False
     needs_batchnorm: bool = False
     tags: frozenset[str] = frozenset()
+    control_of: str | None = None  # the method this one is a control of (its file is in the fingerprint too)
 
     def validate_args(self, method_args: dict) -> None:
         if self.check_args is not None:

@@ -29,6 +29,7 @@ from benchmark.report.claims import (
     check_claims,
     load_claims,
 )
+from benchmark.report.controls import controls_blocks
 from benchmark.report.render import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown
 from benchmark.report.stats import (
     CONFIDENCE,
@@ -299,6 +300,8 @@ def _blocks(cells, counts, claim_results, items, results: list[Block], figures) 
         Table(["item", "status", "detail"], [[i.item, "met" if i.met else "not met", i.detail] for i in items]),
         Heading("Results"),
         *(results or [Text("No cells to summarise.")]),
+        Heading("EDropout against its controls"),
+        *controls_blocks(cells),
         Heading("Figures"),
         *([Image(f.name, f.title, f.caption) for f in figures.figures] or [Text("No figures: no data to plot.")]),
     ]

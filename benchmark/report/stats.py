@@ -279,6 +279,73 @@ def paired_tests(cells: pd.DataFrame, metric: str = M.TOP1) -> dict[tuple[str, s
     return out
 
 
+@dataclass(frozen=True)
+class ControlComparison:
+    """A method against one of its controls on the same cells, paired by seed: method minus control."""
+
+    dataset: str
+    arch: str
+    method: str
+    control: str
+    metric: str
+    n_pairs: int
+    mean_difference: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    method_rate: float | None = None  # mean param pruning rate of the method's cells in the pairs
+    control_rate: float | None = None
+    reason: str = ""
+
+
+def control_comparisons(cells: pd.DataFrame, metric: str = M.TOP1) -> list[ControlComparison]:
+    """Every control (results.csv `control_of`) against its method's own-rate cells, per (dataset, arch):
+    the paired differences' mean with a t-interval (CONFIDENCE) and ttest_rel's p-value."""
+    if "control_of" not in cells:
+        return []
+    done = cells[cells["status"] == "finished"]
+    out = []
+    controls = cells[cells["control_of"].fillna("").astype(str) != ""]
+    for (dataset, arch, control), group in controls.groupby(["dataset", "arch", "method"], sort=True):
+        method = str(group["control_of"].iloc[0])
+        same = done[(done["dataset"] == dataset) & (done["arch"] == arch)]
+        own = same[(same["method"] == method) & (same["operating_point"] == method)].set_index("seed")
+        ctl = same[same["method"] == control].set_index("seed")
+        pairs = own.index.intersection(ctl.index)
+        base = {"dataset": dataset, "arch": arch, "method": method, "control": control, "metric": metric}
+        if len(pairs) == 0:
+            out.append(ControlComparison(**base, n_pairs=0, reason=f"no seed with both {method} and {control}"))
+            continue
+        diffs = (own.loc[pairs, metric] - ctl.loc[pairs, metric]).to_numpy(dtype=float)
+        rates = {
+            "method_rate": float(own.loc[pairs, M.PARAM_PRUNING_RATE].mean()),
+            "control_rate": float(ctl.loc[pairs, M.PARAM_PRUNING_RATE].mean()),
+        }
+        summary = summarize(diffs)
+        p_value, reason = None, ""
+        if len(diffs) < 2:
+            reason = "1 seed pair (needs >= 2)"
+        elif np.ptp(diffs) == 0.0:
+            reason = "zero variance"
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p_value = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+        out.append(
+            ControlComparison(
+                **base,
+                n_pairs=len(diffs),
+                mean_difference=float(diffs.mean()),
+                ci_low=summary.ci_low,
+                ci_high=summary.ci_high,
+                p_value=p_value,
+                reason=reason,
+                **rates,
+            )
+        )
+    return out
+
+
 def pareto_front(points: pd.DataFrame, x: str = M.EFFECTIVE_MAC_REDUCTION, y: str = M.TOP1_DROP) -> pd.Series:
     """True for the points no other point beats: a larger (or equal) `x` with a smaller (or equal) `y`.
 

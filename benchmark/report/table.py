@@ -19,6 +19,7 @@ TEXT_COLUMNS = [
     "granularity",
     "schedule",
     "tags",
+    "control_of",
     "status",
     "error",
     "result_dir",
