@@ -1,10 +1,12 @@
 """The command line as a user runs it, with a real MLflow store."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import TINY_ARGS, mlflow_runs, run_cli, run_cli_here
+from tests.conftest import ROOT, TINY_ARGS, mlflow_runs, run_cli, run_cli_here
 
 REQUIRED = {
     "method",
@@ -145,6 +147,20 @@ def test_argparse_errors_are_one_line_exit_2():
     proc = run_cli("run", "--epochs", "three", "--out", "x")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "invalid int value: 'three'" in proc.stderr
+
+
+def test_list_piped_into_a_reader_that_stops_early_prints_no_traceback():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "list", "methods"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written (like `| head` finishing)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert stderr == ""
 
 
 def test_list_commands():
