@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 
-from benchmark.api import CellContext, Hooks, MethodResult, register_method
+import torch
+from torch import nn
+
+from benchmark.api import TWIN_FROM, CellContext, Hooks, MethodResult, register_method
+from benchmark.cell import pruning
 from benchmark.cell.measure import count_params
 from benchmark.cell.training import make_loader
 from benchmark.core import metrics as M
 from benchmark.core.errors import UserError
 from edropout import EDropout, EDropoutConfig
+from edropout.units import Coverage, coverage, find_units, shrink
 
 FULL_BN_BATCHES = 50  # training batches that re-estimate F's BatchNorm statistics
 
@@ -24,8 +30,9 @@ FULL_BN_BATCHES = 50  # training batches that re-estimate F's BatchNorm statisti
 def _config(method_args: dict, method: str = "edropout", search: str | None = None) -> EDropoutConfig:
     if search is not None and "search" in method_args:
         raise UserError(f"bad method_args for {method}: 'search' is fixed to {search!r} by this control")
+    values = {k: v for k, v in method_args.items() if k != TWIN_FROM}  # provenance of a control's values
     try:
-        config = EDropoutConfig.from_dict(method_args)
+        config = EDropoutConfig.from_dict(values)
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad method_args for {method}: {exc}") from None
     if search is not None:
@@ -36,6 +43,27 @@ def _config(method_args: dict, method: str = "edropout", search: str | None = No
 def control_args(method: str, search: str):
     """`check_args` of a control: EDropout's settings, with `search` fixed."""
     return lambda method_args: _config(method_args, method, search)
+
+
+def register_control(module: str, name: str, search: str, what: str, run=None, from_twin: tuple[str, ...] = ()):
+    """Register a control of EDropout from its plugin file (`module`: that file's `__name__`, so the file
+    is the control's source and part of its fingerprint): EDropout's settings with `search` fixed, run by
+    `run(ctx, config)` (default: EDropout's own loop)."""
+    check = control_args(name, search)
+
+    def control(ctx: CellContext) -> MethodResult:
+        return (run or run_edropout)(ctx, check(ctx.cfg.method_args))
+
+    control.__module__, control.__name__ = module, name
+    return register_method(
+        name,
+        citation=f"control of EDropout (Salehinejad & Valaee, TNNLS 2022): {what}",
+        granularity="structured",
+        schedule="during_training",
+        check_args=check,
+        control_of="edropout",
+        from_twin=from_twin,
+    )(control)
 
 
 class _Search(Hooks):
@@ -85,6 +113,7 @@ def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
             )
     except ValueError as exc:  # e.g. an architecture without prunable units
         raise UserError(f"edropout cannot prune {ctx.cfg.model.arch!r}: {exc}") from None
+    covered = coverage(ctx.model, ctrl.units)  # what this network lets EDropout prune, before training
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="EDropout patience")
         ctx.train(ctx.model, hooks=[_Search(ctrl)])
@@ -95,6 +124,12 @@ def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
     pruned = ctrl.finalize()
     full_metrics = ctx.evaluate(full, "test")
     history = ctrl.history
+    notes = []
+    if config.search == "energy" and history and not any(g.best_changed for g in history):
+        notes.append(
+            f"the search never left its initial state (best state unchanged for all {len(history)} "
+            "generations): this is a random mask"
+        )
     ctx.tracker.log_series(
         {
             "search_best_energy": [(g.step, g.best_energy) for g in history],
@@ -120,6 +155,8 @@ def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
             M.SEARCHED_EPOCHS: ctrl.searched_epochs,
             "search_stop_reason": ctrl.stop_reason,
             "search": config.search,
+            **coverage_metrics(covered, notes),
+            M.STATUS_NOTES: notes,
             # the final state's kept units per unit group (what the `scratch` and `shuffled` controls need)
             "kept_per_group": [int(part.sum()) for part in ctrl.units.split(ctrl.best)],
             M.PATIENCE_GENERATIONS: ctrl.patience_generations,
@@ -132,5 +169,74 @@ def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
                 "kept_fraction": [g.kept_fraction for g in history],
                 "diversity": [g.diversity for g in history],
             },
+        },
+    )
+
+
+def coverage_metrics(coverage: Coverage, notes: list[str]) -> dict:
+    """What EDropout could prune in this network (the record, and its summary as columns); adds a
+    status note when unit groups had to be skipped."""
+    reasons = Counter(coverage.skipped.values())
+    summary = "; ".join(f"{reason}: {count}" for reason, count in reasons.most_common())
+    if coverage.skipped:
+        total = coverage.prunable_groups + len(coverage.skipped)
+        notes.append(
+            f"{len(coverage.skipped)} of {total} unit groups cannot be pruned ({summary}); at most "
+            f"{coverage.max_parameter_rate:.0%} of the parameters can be removed"
+        )
+    return {
+        "coverage": coverage.as_dict(),
+        M.COVERAGE_PRUNABLE_GROUPS: coverage.prunable_groups,
+        M.COVERAGE_SKIPPED_GROUPS: len(coverage.skipped),
+        M.COVERAGE_MAX_RATE: coverage.max_parameter_rate,
+        M.COVERAGE_SKIPPED: summary,
+    }
+
+
+def reinitialise(model: nn.Module, seed: int) -> None:
+    """Fresh weights for a (shrunk) network: every layer's default initialisation from its new shape
+    (`benchmark.cell.pruning.reinitialise`), then the model's own `init_weights` where timm defines one
+    (e.g. ResNet's), so the scratch network starts like the network EDropout started from."""
+    pruning.reinitialise(model, seed)
+    init = getattr(model, "init_weights", None)
+    if callable(init):
+        init()
+
+
+def run_scratch(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
+    """The `scratch` control: EDropout's final per-group widths, built, re-initialised and trained."""
+    if config.kept_per_group is None:
+        raise UserError("edropout_scratch needs method_args.kept_per_group (EDropout's final per-group counts)")
+    if config.layout != "group" or not config.shrink:
+        raise UserError(
+            f"edropout_scratch builds the smaller network physically: it needs layout 'group' with shrink "
+            f"true, got layout {config.layout!r}, shrink {config.shrink}"
+        )
+    params_before = count_params(ctx.model)[M.PARAMS]
+    example = ctx.example_inputs()
+    units = find_units(ctx.model, example, config.layout)
+    sizes = [group.size for group in units.groups]
+    if len(config.kept_per_group) != len(sizes) or any(k > n for k, n in zip(config.kept_per_group, sizes)):
+        raise UserError(
+            f"edropout_scratch: kept_per_group ({len(config.kept_per_group)} counts) does not fit "
+            f"{ctx.cfg.model.arch}'s {len(sizes)} unit groups"
+        )
+    notes: list[str] = []
+    covered = coverage_metrics(coverage(ctx.model, units), notes)
+    keep = torch.cat([torch.arange(n) < k for k, n in zip(config.kept_per_group, sizes)])
+    model = shrink(ctx.model, example, units, keep)
+    reinitialise(model, ctx.cfg.seed)
+    ctx.train(model)
+    return MethodResult(
+        model,
+        {
+            M.PARAM_PRUNING_RATE: 1.0 - count_params(model)[M.PARAMS] / params_before,
+            M.CHANNEL_PRUNING_RATE: 1.0 - sum(config.kept_per_group) / sum(sizes),
+            "units": sum(sizes),
+            "unit_groups": len(sizes),
+            "search": "scratch",
+            "kept_per_group": list(config.kept_per_group),
+            **covered,
+            M.STATUS_NOTES: notes,
         },
     )

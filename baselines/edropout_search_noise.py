@@ -9,19 +9,8 @@ drifts, e.g. toward keep rate 0.5 under the mutation rule). Settings: EDropout's
 
 from __future__ import annotations
 
-from baselines.edropout import control_args, run_edropout
-from benchmark.api import CellContext, MethodResult, register_method
+from baselines.edropout import register_control
 
-NAME = "edropout_search_noise"
-
-
-@register_method(
-    NAME,
-    citation="control of EDropout (Salehinejad & Valaee, TNNLS 2022): random energies",
-    granularity="structured",
-    schedule="during_training",
-    check_args=control_args(NAME, "noise"),
-    control_of="edropout",
+edropout_search_noise = register_control(
+    __name__, "edropout_search_noise", "noise", "the search driven by random energies"
 )
-def edropout_search_noise(ctx: CellContext) -> MethodResult:
-    return run_edropout(ctx, control_args(NAME, "noise")(ctx.cfg.method_args))

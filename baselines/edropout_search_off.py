@@ -9,19 +9,6 @@ mask at about the same rate. Settings: EDropout's (`method_args`), except `searc
 
 from __future__ import annotations
 
-from baselines.edropout import control_args, run_edropout
-from benchmark.api import CellContext, MethodResult, register_method
+from baselines.edropout import register_control
 
-NAME = "edropout_search_off"
-
-
-@register_method(
-    NAME,
-    citation="control of EDropout (Salehinejad & Valaee, TNNLS 2022): the search switched off",
-    granularity="structured",
-    schedule="during_training",
-    check_args=control_args(NAME, "off"),
-    control_of="edropout",
-)
-def edropout_search_off(ctx: CellContext) -> MethodResult:
-    return run_edropout(ctx, control_args(NAME, "off")(ctx.cfg.method_args))
+edropout_search_off = register_control(__name__, "edropout_search_off", "off", "the search switched off")

@@ -99,10 +99,15 @@ def prune_and_rewind(model: nn.Module, snapshot: dict[str, torch.Tensor], k: int
 def imp(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     rewind_epoch, rounds = args.extra["rewind_epoch"], args.extra["rounds"]
-    if rewind_epoch > ctx.cfg.train.epochs:
+    epochs = ctx.cfg.train.epochs
+    per_round = args.finetune(epochs)
+    if ctx.cfg.train.budget == "equal":
+        per_round = max(1, per_round // rounds)  # the rounds share the fine-tuning budget
+    first = ctx.first_phase_epochs(rounds * per_round)
+    if rewind_epoch > first:
         raise UserError(
-            f"bad value for 'method_args.rewind_epoch': must be at most train.epochs "
-            f"({ctx.cfg.train.epochs}), got {rewind_epoch}"
+            f"bad value for 'method_args.rewind_epoch': must be at most the epochs before the first pruning "
+            f"({first}), got {rewind_epoch}"
         )
     model = ctx.model
     dense = copy.deepcopy(model)
@@ -114,7 +119,7 @@ def imp(ctx: CellContext) -> MethodResult:
     saver = SaveAtEpoch(rewind_epoch)
     if rewind_epoch == 0:
         saver.state = copy.deepcopy(model.state_dict())
-    ctx.train(model, hooks=[saver], desc="dense")
+    ctx.train(model, epochs=first, hooks=[saver], desc="dense")
     dense_seconds = time.perf_counter() - start
     prune_seconds = finetune_seconds = 0.0
     for r, target in enumerate(targets, 1):
@@ -125,7 +130,7 @@ def imp(ctx: CellContext) -> MethodResult:
             model = apply_variant(ctx, args, "unstructured", dense, model)
         prune_seconds += time.perf_counter() - begin
         begin = time.perf_counter()
-        ctx.train(model, epochs=args.finetune(ctx.cfg.train.epochs), desc=f"round {r}/{rounds}")
+        ctx.train(model, epochs=per_round, desc=f"round {r}/{rounds}")
         finetune_seconds += time.perf_counter() - begin
     make_permanent(model)
     return MethodResult(

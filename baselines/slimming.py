@@ -67,8 +67,10 @@ class BNL1Penalty(Hooks):
 def slimming(ctx: CellContext) -> MethodResult:
     args = check(ctx.cfg.method_args)
     model = ctx.model
+    finetune = args.finetune(ctx.cfg.train.epochs)
     start = time.perf_counter()
-    ctx.train(model, hooks=[BNL1Penalty(float(args.extra["l1"]))], desc="sparsity")
+    sparsity_epochs = ctx.first_phase_epochs(finetune)
+    ctx.train(model, epochs=sparsity_epochs, hooks=[BNL1Penalty(float(args.extra["l1"]))], desc="sparsity")
     sparsity_seconds = time.perf_counter() - start
     prune = lambda m: prune_structured(
         m,
@@ -84,7 +86,7 @@ def slimming(ctx: CellContext) -> MethodResult:
         "structured",
         model,
         prune,
-        args.finetune(ctx.cfg.train.epochs),
+        finetune,
         "finetune",
         seconds_before=sparsity_seconds,
         sparsity_train_seconds=sparsity_seconds,

@@ -12,7 +12,7 @@ pruning helpers most baselines build on.
 
 from benchmark.cell.context import CellContext
 from benchmark.cell.plugins import register_method
-from benchmark.cell.spec import GRANULARITIES, SCHEDULES, TAGS, MethodResult, MethodSpec
+from benchmark.cell.spec import GRANULARITIES, SCHEDULES, TAGS, TWIN_FROM, MethodResult, MethodSpec
 from benchmark.cell.training import EpochStats, Hooks
 from benchmark.core.errors import UserError
 
@@ -20,6 +20,7 @@ __all__ = [
     "GRANULARITIES",
     "SCHEDULES",
     "TAGS",
+    "TWIN_FROM",
     "CellContext",
     "EpochStats",
     "Hooks",

@@ -10,13 +10,15 @@ from edropout.config import EDropoutConfig
 from edropout.controller import EDropout, Generation
 from edropout.energy import cross_entropy_energy, margin_energy
 from edropout.trainer import fit
-from edropout.units import UnitLayout, find_units, shrink
+from edropout.units import Coverage, UnitLayout, coverage, find_units, shrink
 
 __all__ = [
+    "Coverage",
     "EDropout",
     "EDropoutConfig",
     "Generation",
     "UnitLayout",
+    "coverage",
     "cross_entropy_energy",
     "find_units",
     "fit",

@@ -64,6 +64,10 @@ class EDropoutConfig:
     training the smaller network."""
     min_kept_per_group: int = 1
     """Every state keeps at least this many units of each group, so no layer is cut through."""
+    kept_per_group: list[int] | None = None
+    """The initial state keeps exactly this many units of each unit group, at random positions drawn
+    from the seed (None: Bernoulli(p_init) bits). With search 'off' that is the `shuffled` control:
+    EDropout's final per-group counts, positions shuffled, frozen from the first step."""
 
     def validate(self) -> None:
         if self.population < 4:
@@ -95,6 +99,11 @@ class EDropoutConfig:
             raise ValueError(f"EDropout search {self.search!r} is not one of {', '.join(SEARCHES)}")
         if self.mutation not in MUTATIONS:
             raise ValueError(f"EDropout mutation {self.mutation!r} is not one of {', '.join(MUTATIONS)}")
+        if self.kept_per_group is not None and (
+            isinstance(self.kept_per_group, (str, bytes))
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.kept_per_group)
+        ):
+            raise ValueError(f"EDropout kept_per_group must be a list of counts >= 1, got {self.kept_per_group!r}")
         if self.min_kept_per_group < 1:
             raise ValueError(f"EDropout min_kept_per_group must be >= 1, got {self.min_kept_per_group}")
 

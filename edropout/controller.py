@@ -31,7 +31,8 @@ from edropout.convergence import Convergence
 from edropout.energy import ENERGY_FUNCTIONS
 from edropout.evolution import crossover, hamming_diversity, mutate, pick_donors, select
 from edropout.masking import Masker
-from edropout.units import UnitLayout, find_units, shrink
+from edropout.restore import write_back
+from edropout.units import Coverage, UnitLayout, coverage, find_units, shrink
 
 
 @dataclass
@@ -74,11 +75,14 @@ class EDropout(Convergence):
         self.model, self.epochs = model, epochs
         self._example_inputs = example_inputs
         self.units: UnitLayout = find_units(model, example_inputs, self.config.layout)
+        self.coverage: Coverage = coverage(model, self.units)  # what can be pruned, and what is skipped and why
         self.masker = Masker(self.units).attach()
         self.generator = torch.Generator().manual_seed(seed)
         self._noise = torch.Generator().manual_seed(seed + 7919)  # search='noise': its random energies
         n, d = self.config.population, self.units.num_units
         self.population = self._repair(torch.rand((n, d), generator=self.generator) < self.config.p_init)
+        if self.config.kept_per_group is not None:
+            self.population[0] = self._state_with_counts(self.config.kept_per_group)
         self.energy = torch.full((n,), float("inf"))
         self.best = self.population[0].clone()
         self.masker.set_states(self.best)
@@ -112,6 +116,20 @@ class EDropout(Convergence):
                 chosen = torch.randperm(group.size, generator=self.generator)[: min(need, group.size)]
                 part[row, chosen] = True
         return states
+
+    def _state_with_counts(self, counts: list[int]) -> torch.Tensor:
+        """A state keeping exactly counts[g] units of group g, at positions drawn from the generator."""
+        groups = self.units.groups
+        if len(counts) != len(groups):
+            raise ValueError(f"kept_per_group has {len(counts)} counts, but this network has {len(groups)} unit groups")
+        parts = []
+        for count, group in zip(counts, groups):
+            if count > group.size:
+                raise ValueError(f"kept_per_group asks for {count} units of group {group.name}, which has {group.size}")
+            part = torch.zeros(group.size, dtype=torch.bool)
+            part[torch.randperm(group.size, generator=self.generator)[:count]] = True
+            parts.append(part)
+        return torch.cat(parts)
 
     @torch.no_grad()
     def energies(self, states: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -355,38 +373,10 @@ class EDropout(Convergence):
     def _full_network(self) -> nn.Module:
         pruned = self.finalize()
         full = copy.deepcopy(self._full)
-        if not self.shrunk:
-            return full
-        kept: dict[str, dict[int, torch.Tensor]] = {}
-        for bits, group in zip(self.units.split(self.best), self.units.groups):
-            on = bits.nonzero().flatten()
-            for piece in group.slices:
-                kept.setdefault(piece.name, {})[piece.dim] = piece.index[on]
-        small = dict(pruned.named_parameters()) | dict(pruned.named_buffers())
-        with torch.no_grad():
-            for name, tensor in list(full.named_parameters()) + list(full.named_buffers()):
-                _write_back(tensor, small[name], sorted(kept.get(name, {}).items()), name)
-        return full
+        return write_back(full, pruned, self.units, self.best) if self.shrunk else full
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer, tensor: torch.Tensor) -> list[torch.Tensor]:
     """The optimiser's per-element state of `tensor` (tensors of its shape: momentum, accumulators)."""
     state = optimizer.state.get(tensor) if isinstance(tensor, nn.Parameter) else None
     return [v for v in (state or {}).values() if torch.is_tensor(v) and v.shape == tensor.shape]
-
-
-def _write_back(full: torch.Tensor, small: torch.Tensor, dims: list[tuple[int, torch.Tensor]], name: str) -> None:
-    """full[kept indices along each pruned dim] = small."""
-    if not dims:
-        if full.shape != small.shape:
-            raise RuntimeError(
-                f"{name}: shape {tuple(small.shape)} after shrinking, {tuple(full.shape)} before, "
-                "but no pruned channels were recorded for it"
-            )
-        full.copy_(small)
-        return
-    (dim, index), rest = dims[0], dims[1:]
-    index = index.to(full.device)
-    part = full.index_select(dim, index)
-    _write_back(part, small, rest, name)
-    full.index_copy_(dim, index, part)

@@ -12,7 +12,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from edropout.units import UnitLayout
+from edropout.layout import UnitLayout
 
 
 class Masker:

@@ -9,73 +9,80 @@ pruned filter's output is exactly zero.
 
 A group is left out (never pruned) when masking it would not equal removing it, or when removal
 is not well defined: channels normalised together (LayerNorm/GroupNorm over channels), grouped
-(non-depthwise) convolutions, parameters outside modules, or flattening that maps one channel to
-several inputs. The classifier's outputs are never pruned.
+(non-depthwise) convolutions (only whole convolution groups could go; not supported), weight-
+standardised convolutions (NFNets), parameters outside modules, or flattening that maps one channel
+to several inputs. The reason is kept in `UnitLayout.skipped` and in `coverage()`'s record. The
+heads of timm's ViT attention are units of their own (`edropout.heads`): one bit per head. The
+classifier's outputs are never pruned.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
 from torch import nn
+
+from edropout.heads import attention_modules, head_group, unsupported_attention
+from edropout.layout import MaskedOutput, TensorSlice, UnitGroup, UnitLayout
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
-class TensorSlice:
-    """Channels `index` along `dim` of the tensor `name` (a parameter or buffer) belong to the group's bits."""
+class Coverage:
+    """What EDropout can prune in a network, for the record of a run.
 
-    name: str
-    dim: int
-    index: torch.Tensor  # index[j] is the channel switched by bit j
+    `prunable_parameters` counts every parameter element that at least one unit's removal takes
+    away, each element once: the units' own filters/rows and biases, their BatchNorms, and the input
+    weights of the layers they feed (the TensorSlices of the groups that are parameters; buffers
+    such as BatchNorm statistics are not counted). `max_parameter_rate` is therefore the parameter
+    pruning rate with every unit off: an upper bound, since the controller keeps at least
+    `min_kept_per_group` units per group. `skipped`: group (its root module) -> why it is not pruned.
+    """
 
-
-@dataclass
-class MaskedOutput:
-    """Output channels `index` (along `dim`) of `module` are multiplied by the group's bits."""
-
-    module: nn.Module
-    module_name: str
-    dim: int
-    index: torch.Tensor
-
-
-@dataclass
-class UnitGroup:
-    name: str
-    size: int
-    outputs: list[MaskedOutput] = field(default_factory=list)
-    slices: list[TensorSlice] = field(default_factory=list)
-    root: nn.Module | None = None  # torch-pruning's root module and handler, for physical removal
-    root_handler: object = None
-    root_index: torch.Tensor | None = None
-
-
-@dataclass
-class UnitLayout:
-    groups: list[UnitGroup]
-    layout: str
-    skipped: dict[str, str] = field(default_factory=dict)  # group name -> why it is not prunable
+    prunable_groups: int
+    prunable_units: int
+    skipped: dict[str, str]
+    prunable_parameters: int
+    total_parameters: int
 
     @property
-    def num_units(self) -> int:
-        return sum(g.size for g in self.groups)
+    def max_parameter_rate(self) -> float:
+        return self.prunable_parameters / self.total_parameters if self.total_parameters else 0.0
 
-    @property
-    def offsets(self) -> list[int]:
-        out, at = [], 0
-        for g in self.groups:
-            out.append(at)
-            at += g.size
-        return out
+    def as_dict(self) -> dict:
+        return {
+            "prunable_groups": self.prunable_groups,
+            "prunable_units": self.prunable_units,
+            "skipped_groups": len(self.skipped),
+            "skipped": [{"group": group, "reason": reason} for group, reason in self.skipped.items()],
+            "prunable_parameters": self.prunable_parameters,
+            "total_parameters": self.total_parameters,
+            "max_parameter_rate": self.max_parameter_rate,
+        }
 
-    def split(self, bits: torch.Tensor) -> list[torch.Tensor]:
-        """Per-group views of a (..., num_units) tensor."""
-        return list(bits.split([g.size for g in self.groups], dim=-1))
+
+def coverage(model: nn.Module, units: UnitLayout) -> Coverage:
+    """The coverage of `units` in `model` (the network they were found in, before any shrink)."""
+    parameters = dict(model.named_parameters())
+    covered: dict[str, torch.Tensor] = {}
+    for group in units.groups:
+        for piece in group.slices:
+            if piece.name in parameters:
+                shape = parameters[piece.name].shape
+                mask = covered.setdefault(piece.name, torch.zeros(shape, dtype=torch.bool))
+                mask.index_fill_(piece.dim, piece.index, True)
+    return Coverage(
+        prunable_groups=len(units.groups),
+        prunable_units=units.num_units,
+        skipped=dict(units.skipped),
+        prunable_parameters=int(sum(int(mask.sum()) for mask in covered.values())),
+        total_parameters=sum(p.numel() for p in parameters.values()),
+    )
 
 
 def classifier_of(model: nn.Module) -> nn.Module | None:
@@ -93,9 +100,18 @@ def _is_depthwise(conv: nn.Module) -> bool:
 
 def _slices_for(module: nn.Module, name: str, handler: str, index: torch.Tensor) -> list[TensorSlice] | str:
     """The tensors holding the channels that `handler` removes from `module`, or why it is unsupported."""
+    own = {n for n, _ in module.named_parameters(recurse=False)} - {"weight", "bias"}
+    if isinstance(module, (*_CONV, nn.Linear, *_NORM)) and ("StdConv" in type(module).__name__ or own):
+        # e.g. timm's ScaledStdConv2d (NFNets): its weights are standardised over the input channels and
+        # its per-filter `gain` is not removed by torch-pruning, so neither side of it can be cut exactly
+        extra = f" and has parameter(s) {', '.join(sorted(own))}" if own else ""
+        return f"{type(module).__name__} {name} standardises its weights{extra}: removing channels is not exact"
     if isinstance(module, _CONV):
         if module.groups > 1 and not _is_depthwise(module):
-            return f"grouped convolution {name} (groups={module.groups})"
+            return (
+                f"grouped convolution {name} (groups={module.groups}): one channel cannot be removed alone, "
+                "only whole convolution groups (not supported)"
+            )
         if handler == "prune_in_channels":
             return [] if _is_depthwise(module) else [TensorSlice(f"{name}.weight", 1, index)]
         out = [TensorSlice(f"{name}.weight", 0, index)]
@@ -108,7 +124,9 @@ def _slices_for(module: nn.Module, name: str, handler: str, index: torch.Tensor)
     if isinstance(module, _NORM):
         names = [n for n in ("weight", "bias", "running_mean", "running_var") if getattr(module, n, None) is not None]
         return [TensorSlice(f"{name}.{n}", 0, index) for n in names]
-    return f"{type(module).__name__} {name} couples channels"
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        return f"{type(module).__name__} {name} normalises over channels: masking one is not removing it"
+    return f"{type(module).__name__} {name}: its channels cannot be removed (only conv, linear and BatchNorm)"
 
 
 def _output_dim(module: nn.Module) -> int:
@@ -141,7 +159,7 @@ def _group_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn.
                 break
             index = torch.as_tensor([int(i) for i in item.idxs])
             if len(index) != size:
-                problem = f"{names[module]} maps one channel to {len(index) / size:g} inputs"
+                problem = f"{names[module]} sees one channel as {len(index) / size:g} inputs (a reshape or split)"
                 break
             found = _slices_for(module, names[module], handler, index)
             if isinstance(found, str):
@@ -154,7 +172,24 @@ def _group_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn.
             groups.append(group)
         else:
             skipped[root_name] = problem or "no maskable output"
+    _heads_as_units(model, groups, skipped)
     return UnitLayout(groups, "group", skipped)
+
+
+def _heads_as_units(model: nn.Module, groups: list[UnitGroup], skipped: dict[str, str]) -> None:
+    """Replace the skipped qkv groups of supported attention modules by one group of heads each."""
+    names = {m: n for n, m in model.named_modules()}
+    for qkv, attn_name in attention_modules(model).items():
+        qkv_name = names[qkv]
+        if qkv_name not in skipped:
+            continue
+        attn = model.get_submodule(attn_name)
+        problem = unsupported_attention(attn)
+        if problem is None:
+            del skipped[qkv_name]
+            groups.append(head_group(attn, attn_name))
+        else:
+            skipped[qkv_name] = f"attention heads of {attn_name} are not units: {problem}"
 
 
 def _following_norms(model: nn.Module, example_inputs: torch.Tensor) -> dict[nn.Module, tuple[str, nn.Module]]:
@@ -242,7 +277,11 @@ def _filter_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn
 def find_units(
     model: nn.Module, example_inputs: torch.Tensor, layout: str = "group", classifier: nn.Module | None = None
 ) -> UnitLayout:
-    """The prunable units of `model`; raises ValueError if there are none."""
+    """The prunable units of `model`.
+
+    Raises ValueError, with a one-line message that names the problem, when there are none or when
+    torch-pruning cannot trace the model: the caller can refuse the architecture before training.
+    """
     classifier = classifier if classifier is not None else classifier_of(model)
     was_training = model.training
     model.eval()
@@ -251,22 +290,34 @@ def find_units(
             units = _group_units(model, example_inputs, classifier)
         else:
             units = _filter_units(model, example_inputs, classifier)
+    except (RuntimeError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        problem = f"torch-pruning cannot trace its channel dependencies ({first})"
+        raise ValueError(f"{type(model).__name__} cannot be pruned by EDropout: {problem}") from exc
     finally:
         model.train(was_training)
     if units.num_units == 0:
-        why = "; ".join(f"{k}: {v}" for k, v in list(units.skipped.items())[:3])
-        raise ValueError(
-            f"{type(model).__name__} has no prunable units for EDropout (layout {layout!r})"
-            + (f" ({why})" if why else "")
-        )
+        raise ValueError(_nothing_prunable(model, units))
     return units
+
+
+def _nothing_prunable(model: nn.Module, units: UnitLayout) -> str:
+    """One line: why `model` has no prunable unit (the most common reason among its skipped groups)."""
+    head = f"{type(model).__name__} has no prunable units for EDropout (layout {units.layout!r})"
+    if not units.skipped:
+        return f"{head}: no conv or linear layer besides the classifier"
+    kinds = Counter(reason.split()[0] for reason in units.skipped.values())  # the module type that blocks it
+    kind, count = kinds.most_common(1)[0]
+    group, reason = next((g, r) for g, r in units.skipped.items() if r.startswith(kind))
+    return f"{head}: all {len(units.skipped)} unit groups are skipped, {count} by {kind} (e.g. {group}: {reason})"
 
 
 def shrink(model: nn.Module, example_inputs: torch.Tensor, units: UnitLayout, keep: torch.Tensor) -> nn.Module:
     """Physically remove the units whose bit in `keep` (num_units bools) is False, in place.
 
     Only for layout 'group' (the 'filter' layout's coupled channels cannot be removed one by one).
-    Uses torch-pruning, so every coupled layer (BN, residual partners, consumers' inputs) follows.
+    Uses torch-pruning, so every coupled layer (BN, residual partners, consumers' inputs) follows;
+    groups with their own `remove` (attention heads) are removed by it.
     """
     if units.layout != "group":
         raise ValueError("only the 'group' layout can be removed physically")
@@ -274,10 +325,15 @@ def shrink(model: nn.Module, example_inputs: torch.Tensor, units: UnitLayout, ke
     model.eval()  # tracing with a single example must not meet BatchNorm's batch statistics
     try:
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+        removals = []
         for bits, group in zip(units.split(keep.reshape(-1)), units.groups):
             off = (~bits).nonzero().flatten()
-            if off.numel():
+            if off.numel() and group.remove is not None:
+                removals.append((group.remove, off))  # after torch-pruning, whose graph describes the model as built
+            elif off.numel():
                 graph.get_pruning_group(group.root, group.root_handler, idxs=group.root_index[off].tolist()).prune()
+        for remove, off in removals:
+            remove(off)
     finally:
         model.train(was_training)
     return model

@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
         profile.executor,
         study_name=profile.name,
         prepared=prepared_root(),
+        save_model=True,  # model.pt, which the latency stage times
     )
 
 

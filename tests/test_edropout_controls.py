@@ -1,5 +1,7 @@
 """EDropout's controls differ from EDropout only where they should: same seed, initial state, schedule and budget."""
 
+import copy
+
 import pandas as pd
 import pytest
 import timm
@@ -12,7 +14,12 @@ from benchmark.report.controls import controls_blocks
 from benchmark.report.stats import control_comparisons
 from edropout import EDropout, EDropoutConfig
 
-CONTROLS = {"edropout_search_off": "off", "edropout_search_noise": "noise"}
+CONTROLS = {
+    "edropout_search_off": "off",
+    "edropout_search_noise": "noise",
+    "edropout_shuffled": "off",
+    "edropout_scratch": "off",
+}
 
 
 def _controller(search: str, seed: int = 3) -> tuple[EDropout, torch.Tensor, torch.Tensor]:
@@ -83,6 +90,44 @@ def test_control_cells_run_with_edropouts_budget(tmp_path, tiny_cfg):
     assert len(off["kept_per_group"]) == off["unit_groups"] and 0 < off["param_pruning_rate"] < 1
 
 
+def test_shuffled_state_has_the_counts_at_other_positions():
+    energy, _, _ = _controller("energy")
+    counts = [int(part.sum()) for part in energy.units.split(energy.population[1])]
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=10, in_chans=1)
+    config = EDropoutConfig(population=4, search="off", patience=None, kept_per_group=counts)
+    shuffled = EDropout(model, torch.randn(1, 1, 16, 16), epochs=2, config=config, seed=3)
+    assert [int(p.sum()) for p in shuffled.units.split(shuffled.best)] == counts
+    assert not torch.equal(shuffled.best, energy.population[1])  # same counts, other positions
+    with pytest.raises(ValueError, match="unit groups"):
+        EDropout(model, torch.randn(1, 1, 16, 16), 2, EDropoutConfig(kept_per_group=counts[:-1]))
+
+
+def test_shuffled_and_scratch_cells_take_edropouts_widths(tmp_path, tiny_cfg, monkeypatch):
+    """Both read the finished EDropout cell with the same settings; the network they end with has
+    exactly EDropout's per-group widths and parameter count; scratch trains its epochs from scratch."""
+    from benchmark.core.config import config_hash
+    from benchmark.core.paths import cell_folder
+
+    monkeypatch.setenv("BENCHMARK_RESULTS", str(tmp_path))
+    cfg = tiny_cfg
+    cfg.model.arch, cfg.train.epochs = "test_resnet", 2
+    cfg.method = "edropout_shuffled"
+    with pytest.raises(Exception, match="needs the finished EDropout result"):
+        run_cell(cfg, tmp_path / "early", TrackingSettings(enabled=False), progress=False)
+    twin = copy.deepcopy(cfg)
+    twin.method = "edropout"
+    folder = cell_folder(tmp_path, "cells", "digits", "test_resnet", 0, "edropout", "own", config_hash(twin))
+    ours = run_cell(twin, folder, TrackingSettings(enabled=False), progress=False)
+    for method in ("edropout_shuffled", "edropout_scratch"):
+        cfg.method = method
+        got = run_cell(cfg, tmp_path / method, TrackingSettings(enabled=False), progress=False)
+        assert got["kept_per_group"] == ours["kept_per_group"] and got["params"] == ours["params"]
+        assert got["config"]["method_args"]["twin_from"].endswith(f"({ours['config_hash']})")
+        assert got["epochs"] == ours["epochs"] == 2
+    assert got["search"] == "scratch"
+
+
 def test_the_report_pairs_edropout_with_each_control_by_seed():
     rows = []
     for seed, (ours, off) in enumerate([(90.0, 88.0), (91.0, 88.5), (89.0, 88.0)]):
@@ -108,3 +153,38 @@ def test_the_report_pairs_edropout_with_each_control_by_seed():
     table = controls_blocks(pd.DataFrame(rows))[-1]
     assert table.rows[0][2] == "edropout - edropout_search_off" and table.rows[0][4] == "+1.83"
     assert "nothing here separates" in controls_blocks(pd.DataFrame(rows[:1]))[0].text
+
+
+def test_with_several_edropout_points_each_pairs_with_its_own_edropout_cells():
+    from benchmark.report.stats import paired_tests
+
+    rows = []
+    for point, shift in (("p_init=0.3", 0.0), ("p_init=0.7", 5.0)):
+        for seed in range(3):
+            for method, op, top1, control_of in (
+                ("edropout", f"edropout@{point}", 90.0 + shift + seed, ""),
+                ("edropout_search_off", f"edropout_search_off@{point}", 89.0 + shift + seed * 0.5, "edropout"),
+                ("l1_filter", f"matched@{point}", 91.0 + shift + seed * 1.5, ""),
+            ):
+                rows.append(
+                    {
+                        "dataset": "digits",
+                        "arch": "a",
+                        "seed": seed,
+                        "method": method,
+                        "operating_point": op,
+                        "edropout_point": point,
+                        "status": "finished",
+                        "top1": top1,
+                        "param_pruning_rate": 0.5,
+                        "control_of": control_of,
+                    }
+                )
+    cells = pd.DataFrame(rows)
+    controls = {c.method: c for c in control_comparisons(cells)}
+    assert sorted(controls) == ["edropout@p_init=0.3", "edropout@p_init=0.7"]
+    for c in controls.values():  # paired within the point: 1 + 0.5 * seed, not across points (+-5)
+        assert c.mean_difference == pytest.approx(1.5) and c.n_pairs == 3
+    tests = paired_tests(cells)
+    assert sorted(tests) == [("digits", "a", "l1_filter@p_init=0.3"), ("digits", "a", "l1_filter@p_init=0.7")]
+    assert all(t.mean_difference == pytest.approx(1.5) for t in tests.values())

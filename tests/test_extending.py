@@ -27,11 +27,12 @@ discover()
 
 def test_capabilities_are_declared_not_probed():
     shipped = {n: METHODS.get(n) for n in METHODS.names() if METHODS.get(n).source.startswith(str(ROOT / "baselines"))}
-    assert len(shipped) == 17  # other tests of this worker may have registered throw-away methods
-    controls = {"edropout_search_off", "edropout_search_noise"}
+    assert len(shipped) == 19  # other tests of this worker may have registered throw-away methods
+    controls = {"edropout_search_off", "edropout_search_noise", "edropout_shuffled", "edropout_scratch"}
     assert {n for n, spec in shipped.items() if spec.takes_sparsity} == set(shipped) - {"dense", "edropout"} - controls
     assert {n for n, spec in shipped.items() if "control" in spec.tags} == controls
     assert {shipped[n].control_of for n in controls} == {"edropout"}
+    assert {n for n, spec in shipped.items() if spec.from_twin} == {"edropout_shuffled", "edropout_scratch"}
     assert {n for n, spec in shipped.items() if "reference" in spec.tags} == {"dense"}
     assert {n for n, spec in shipped.items() if "random" in spec.tags} == {"random_structured", "random_unstructured"}
     assert {n for n, spec in shipped.items() if "magnitude" in spec.tags} == {"global_magnitude", "layer_magnitude"}

@@ -18,9 +18,12 @@ from benchmark.core.errors import UserError
 from benchmark.report import build as report_module
 from benchmark.report.build import build_report, checklist, load_results
 from benchmark.report.claims import (
+    FAILS_HERE,
+    HOLDS_HERE,
     NOT_REPRODUCED,
     NOT_RUN,
     REPRODUCED,
+    SATURATED,
     check_claims,
     load_claims,
 )
@@ -76,6 +79,8 @@ def _row(
         "top1": round(top1, 4),
         "top5": 100.0 - 0.1 * seed,
         "params": 1e7 * (1 - rate),
+        # the paper's kept units: structured pruning removes units (R falls with the rate), unstructured keeps them
+        "paper_r_units": 1e4 * (1 - 0.9 * rate) if structured or method == "dense" else 1e4,
         "macs": 1e8 / mac_reduction,
         "latency_ms_b1": 5.0,
         "latency_ms_b64": 40.0,
@@ -263,47 +268,83 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_shipped_claims_keep_the_papers_numbers_and_sources():
     claims = {c.id: c for c in load_claims()}
-    assert len(claims) == 3 + 22 + 22 + 4
+    assert len(claims) == 3 + 22 + 22 + 4 + 4  # abstract, two tables, IPruning's row, four comparisons
     c = claims["kmnist/resnet18/edropout"]
     assert (c.value, c.method, c.operating_point, c.metric) == (97.78, "edropout", "edropout", "top1")
     assert "Kuzushiji-MNIST" in c.source and "TNNLS 2022" in c.source
     assert claims["fashion_mnist/resnet34/kept_percent"].value == 46.94
     assert claims["kmnist/resnet50/deep_compression"].operating_point == "matched"
     assert claims["cifar10/resnet18/edropout"].source.startswith("IPruning")
-    assert (claims["abstract_params_pruned"].comparison, claims["abstract_params_pruned"].value) == (">", 50.0)
+    # ">50% of parameters pruned" is checked on the paper's R (% of units kept, as it counted them), below 50
+    pruned = claims["abstract_params_pruned"]
+    assert (pruned.metric, pruned.comparison, pruned.value) == ("paper_r_percent", "<", 50.0)
+    assert pruned.show_also == ("params_pruned_percent",)
+    assert claims["kmnist/resnet18/kept_percent"].metric == "paper_r_percent"
+    compared = {c.baseline: c for c in claims.values() if c.comparative}
+    assert set(compared) == {"global_magnitude", "l1_filter", "thinet", ""}
+    assert compared["global_magnitude"].paper_name == "Deep Compression" and compared[""].paper_name == "ChannelNet"
+    assert dict(pruned.setting) == {"train.epochs": (200,), "train.optimizer": ("adadelta", "sgd")}
 
 
 def test_claims_on_a_digits_study(study):
     results = {r.claim.id: r for r in check_claims(_cells(study))}
     kmnist = results["kmnist/resnet18/edropout"]
     assert kmnist.verdict == NOT_RUN and kmnist.reason == "dataset kmnist not in this study (ran: digits)"
-    pruned = results["abstract_params_pruned"]  # mean rate 0.552 over 6 cells > 50%
-    assert pruned.verdict == REPRODUCED and pruned.setting == "different"
+    # R = 100 - 90 x rate: 50.5, 50.32, 50.14 % of units kept per seed, not below 50: fails, outside the setting
+    pruned = results["abstract_params_pruned"]
+    assert pruned.verdict == FAILS_HERE and pruned.setting == "different"
     assert pruned.reason.startswith(
         "different setting: none of the paper's datasets (cifar10, cifar100, "
         "fashion_mnist, flowers102, imagenet, kmnist) with its models"
     )
     assert "over 6 cells [digits/resnet10t (3), digits/resnet18 (3)]" in pruned.reason
-    assert pruned.measured.n == 6 and pruned.measured.mean == pytest.approx(55.2)
-    assert results["abstract_top1_drop"].verdict == REPRODUCED  # drops about 0.9 pp < 5
-    assert results["abstract_top5_drop"].verdict == REPRODUCED  # top-5 drop 0
+    assert pruned.measured.n == 6 and pruned.measured.mean == pytest.approx(50.32)
+    assert "(params pruned %: 55.20 ± " in pruned.measured_text  # the parameter rate next to R
+    assert results["abstract_top1_drop"].verdict == HOLDS_HERE  # drops about 0.9 pp < 5, on digits
+    # every method scores >= 99.8% top-5 on both pairs: the top-5 claim says nothing
+    top5 = results["abstract_top5_drop"]
+    assert top5.verdict == SATURATED and top5.reason.startswith("saturated: every method's mean top-5 % on ")
+
+
+def _kmnist(tmp_path, epochs: int, optimizer: str = "sgd") -> dict:
+    rows = [r for r in study_rows() if r["arch"] == "resnet18"]
+    for row in rows:
+        row.update({"dataset": "kmnist", "train.epochs": epochs, "train.optimizer": optimizer})
+    return {r.claim.id: r for r in check_claims(_cells(write_study(tmp_path, rows)))}
 
 
 def test_claim_verdicts_in_the_papers_setting(tmp_path):
-    rows = [r for r in study_rows() if r["arch"] == "resnet18"]
-    for row in rows:
-        row["dataset"] = "kmnist"
-    results = {r.claim.id: r for r in check_claims(_cells(write_study(tmp_path, rows)))}
+    results = _kmnist(tmp_path / "paper", 200)
     # EDropout top-1 mean = 98.133 - 0.933 = 97.2 vs 97.78 ± 1: reproduced, in the paper's setting
     ok = results["kmnist/resnet18/edropout"]
     assert ok.verdict == REPRODUCED and ok.setting == "paper's" and ok.measured.mean == pytest.approx(97.2)
     assert "off by -0.58%, within the ±1 tolerance" in ok.reason
-    # dense 98.13 vs the paper's 98.23: reproduced; R = 44.8% kept vs 51.49 ± 5: not reproduced
+    # dense 98.13 vs the paper's 98.23: reproduced; R = 50.32% of units kept vs 51.49 ± 5: reproduced, with the
+    # parameters kept (44.8%) shown next to it
     assert results["kmnist/resnet18/full"].verdict == REPRODUCED
     kept = results["kmnist/resnet18/kept_percent"]
-    assert kept.verdict == NOT_REPRODUCED and "outside the ±5 tolerance" in kept.reason
+    assert kept.verdict == REPRODUCED and kept.measured.mean == pytest.approx(50.32)
+    assert "params kept %: 44.80 ± " in kept.measured_text
     assert results["kmnist/resnet34/edropout"].reason == "arch resnet34 not run on kmnist (ran: resnet18)"
     assert results["abstract_params_pruned"].setting == "paper's"
+    assert results["abstract_params_pruned"].verdict == NOT_REPRODUCED  # R 50.32 is not below 50
+    # Deep Compression's row: 98.13 - 1.83 = 96.30 vs 95.92 ± 1
+    assert results["kmnist/resnet18/deep_compression"].verdict == REPRODUCED
+
+
+def test_the_same_cells_in_another_setting_hold_or_fail_here(tmp_path):
+    results = _kmnist(tmp_path / "short", 8)
+    ok, pruned = results["kmnist/resnet18/edropout"], results["abstract_params_pruned"]
+    assert (ok.verdict, ok.setting) == (HOLDS_HERE, "different")
+    assert ok.reason.startswith("different setting: train.epochs 8 (paper: 200); measured 97.20")
+    assert (pruned.verdict, pruned.setting) == (FAILS_HERE, "different")
+    adam = _kmnist(tmp_path / "adam", 200, "adam")["kmnist/resnet18/edropout"]
+    assert adam.verdict == HOLDS_HERE and "train.optimizer adam (paper: adadelta/sgd)" in adam.reason
+    # a study that does not record the setting is not in the paper's setting
+    rows = [{**r, "dataset": "kmnist"} for r in study_rows() if r["arch"] == "resnet18"]
+    unknown = {r.claim.id: r for r in check_claims(_cells(write_study(tmp_path / "unknown", rows)))}
+    assert unknown["kmnist/resnet18/edropout"].verdict == HOLDS_HERE
+    assert "train.epochs not recorded (paper: 200)" in unknown["kmnist/resnet18/edropout"].reason
 
 
 def test_a_drop_claim_without_dense_cells_is_not_run_and_says_why(tmp_path):
@@ -314,7 +355,9 @@ def test_a_drop_claim_without_dense_cells_is_not_run_and_says_why(tmp_path):
     assert drop.reason.endswith(
         "6 finished cells, none with top1_drop; a drop needs the dense cell of the same seed to finish"
     )
-    assert results["abstract_params_pruned"].verdict == REPRODUCED
+    # R divides by the dense cell's kept units: without it, no R either
+    assert results["abstract_params_pruned"].verdict == NOT_RUN
+    assert "none with paper_r_percent" in results["abstract_params_pruned"].reason
 
 
 def test_threshold_claims_report_the_ci_against_the_threshold(tmp_path):
@@ -382,6 +425,7 @@ def test_report_builds_every_output_from_results_csv(study):
     summary = build_report(study, out, "Test report", root=root)
     assert (summary.cells, summary.finished, summary.failed, summary.missing) == (42, 40, 1, 1)
     assert set(summary.figures) == {
+        "verdict.png",
         "accuracy_vs_pruning.png",
         "drop_vs_macs.png",
         "speedup_vs_macs.png",
@@ -400,15 +444,19 @@ def test_report_builds_every_output_from_results_csv(study):
     assert "![Accuracy vs parameter pruning rate](figures/accuracy_vs_pruning.png)" in md
     assert "dataset kmnist not in this study (ran: digits)" in md
     assert not re.search(r"\bnan\b", md, re.IGNORECASE)
-    # the global_magnitude matched row carries the paired test and the p-value of ttest_rel
-    cells = _cells(study)
-    p = paired_tests(cells)[("digits", "resnet18", "global_magnitude")].p_value
     resnet18 = md.split("### digits / resnet18")[1].split("###")[0]
     (line,) = [line for line in resnet18.splitlines() if line.startswith("| global_magnitude | matched |")]
-    assert "| 3/3 |" in line and line.endswith(f"| {p:.3g} |")
-    assert "paired t-test (scipy.stats.ttest_rel), 3 pairs" in line
+    assert "| 3/3 |" in line and "| 99.90 ± 0.10 [99.65, 100.00] |" in line  # top-5's interval stops at 100
     (line,) = [line for line in resnet18.splitlines() if line.startswith("| edropout | edropout |")]
-    assert "| 97.20 ± " in line
+    assert "| 97.20 ± " in line and "| 50.32 ± " in line  # top-1 and the paper's R
+    # the comparisons section: global_magnitude minus EDropout with ttest_rel's CI and p, Holm's p and the MDE
+    cells = _cells(study)
+    test = paired_tests(cells)[("digits", "resnet18", "global_magnitude")]
+    section = md.split("## Baselines against EDropout at its rate")[1].split("\n## ")[0]
+    resnet18 = section.split("### digits / resnet18")[1].split("###")[0]
+    (line,) = [line for line in resnet18.splitlines() if line.startswith("| global_magnitude |")]
+    assert line.startswith(f"| global_magnitude | 3 | {test.mean_difference:+.2f} | [{test.ci_low:+.2f}, ")
+    assert f"| {test.mde:.2f} | {test.p_value:.3g} | {test.p_holm:.3g} (of 2) |" in line
 
     page = (out / "report.html").read_text()
     assert page.count("<img ") == len(summary.figures) == page.count('src="data:image/png;base64,')
@@ -445,7 +493,7 @@ def test_report_with_no_cells_still_builds_and_says_so(tmp_path):
     csv = tmp_path / "results.csv"
     csv.write_text("cell,method,arch,dataset,seed,operating_point,status,error,result_dir\n")
     summary = build_report(csv, tmp_path / "out", "Empty", root=tmp_path)
-    assert (summary.cells, summary.figures, summary.claims[NOT_RUN]) == (0, [], 51)
+    assert (summary.cells, summary.figures, summary.claims[NOT_RUN]) == (0, [], 55)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "No results: results.csv lists no cells" in md and "this study has no cells" in md
     assert "No figures" in md and "accuracy vs pruning rate: no finished cell" in md

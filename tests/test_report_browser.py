@@ -48,7 +48,7 @@ def browser(tmp_path):
 def test_report_html_renders_every_figure_and_table(tmp_path, browser):
     csv = write_study(tmp_path)
     summary = build_report(csv, tmp_path / "reports", "Browser check", root=tmp_path)
-    assert len(summary.figures) == 5
+    assert len(summary.figures) == 6  # the verdict's and five others
 
     browser.get((tmp_path / "reports" / "report.html").as_uri())
     assert browser.title == "Browser check"
@@ -65,11 +65,14 @@ def test_report_html_renders_every_figure_and_table(tmp_path, browser):
     headers = browser.execute_script(
         "return Array.from(document.querySelectorAll('table')).map(t => t.rows[0].cells[0].textContent);"
     )
-    # claims (measured, not run), checklist, one result table per dataset/arch, failed and missing cells
-    assert headers == ["claim", "source", "item", "method", "method", "cell"]
+    # claims (measured, not run), checklist, one result table and one table of baselines against EDropout per
+    # dataset/arch, failed and missing cells
+    compared = "baseline (at EDropout's rate)"
+    assert headers == ["claim", "source", "item", "method", "method", compared, compared, "cell"]
     results = [rows for (rows, cols), h in zip(tables, headers) if h == "method"]
     assert results == [8, 8]  # header + 7 method/operating point rows each
-    assert all(cols == 14 for (rows, cols), h in zip(tables, headers) if h == "method")
+    assert all(cols == 13 for (rows, cols), h in zip(tables, headers) if h == "method")
+    assert [rows for (rows, cols), h in zip(tables, headers) if h == compared] == [3, 3]  # two matched baselines
     assert FAILED_CELL in browser.find_element("tag name", "body").text
     # nothing outside the page was requested
     requests = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name);")

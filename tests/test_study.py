@@ -55,6 +55,11 @@ def _params(**profile):
         ({"executor": {"backend": "dask"}}, "executor.backend: unknown backend 'dask'"),
         ({"executor": {"workers": 0}}, "executor.workers must be a positive integer, got 0"),
         ({"executor": {"gpus": 1}}, "unknown setting 'gpus'"),
+        ({"edropout_points": [{"p_init": 2.0}]}, "edropout_points: p_init=2: bad method_args for edropout"),
+        ({"edropout_points": [{"p_init": 0.3}, {"p_init": 0.3}]}, "edropout_points lists a point twice"),
+        ({"edropout_points": [{"sparsity": 0.3}]}, "move it with p_init, not sparsity"),
+        ({"edropout_points": [0.3]}, "edropout_points must be a non-empty list of EDropout settings"),
+        ({"methods": ["l1_filter"], "edropout_points": [{"p_init": 0.3}]}, "'edropout' must be in profiles.p.methods"),
     ],
 )
 def test_invalid_profiles_are_rejected_with_key_and_reason(change, message):
@@ -92,6 +97,47 @@ def test_a_profile_expands_to_every_method_rate_and_seed(tmp_path):
         == edropout.out
         == (tmp_path / "cells" / "digits" / "resnet18" / "seed0" / "edropout" / f"own-{config_hash(edropout.config)}")
     )
+
+
+def test_edropout_points_sweep_edropout_its_controls_and_matched_cells(tmp_path):
+    """Each EDropout point is one EDropout cell; its controls take the same settings (they inherit
+    EDropout's method_args) and `matched` baselines and `from_twin` controls follow each point."""
+    from benchmark.study.aggregate import cell_row
+    from benchmark.study.cells import method_cells
+
+    profile = get_profile(
+        _params(
+            methods=["edropout", "edropout_search_off", "edropout_shuffled", "l1_filter"],
+            operating_points=[0.5, "matched"],
+            method_args={"edropout": {"population": 6}},
+            edropout_points=[{"p_init": 0.3}, {"p_init": 0.7}],
+        )
+    )
+    cells = {c.operating_point + " " + c.config.method: c for c in method_cells(profile, tmp_path)}
+    assert sorted(cells) == sorted(
+        [
+            f"{op} {m}"
+            for p in ("p_init=0.3", "p_init=0.7")
+            for op, m in (
+                (f"edropout@{p}", "edropout"),
+                (f"edropout_search_off@{p}", "edropout_search_off"),
+                (f"edropout_shuffled@{p}", "edropout_shuffled"),
+                (f"matched@{p}", "l1_filter"),
+            )
+        ]
+        + ["0.5 l1_filter"]
+    )
+    for p in (0.3, 0.7):
+        ours = cells[f"edropout@p_init={p} edropout"]
+        assert ours.config.method_args == {"population": 6, "p_init": p}
+        assert cells[f"edropout_search_off@p_init={p} edropout_search_off"].config.method_args == {
+            "population": 6,
+            "p_init": p,
+        }
+        assert cells[f"edropout_shuffled@p_init={p} edropout_shuffled"].after == ours.out
+        assert cells[f"matched@p_init={p} l1_filter"].after == ours.out
+        assert cell_row(cells[f"matched@p_init={p} l1_filter"])["edropout_point"] == f"p_init={p}"
+    assert len({c.out for c in cells.values()}) == len(cells)  # every cell has its own folder
 
 
 def test_unknown_profile_lists_the_valid_ones():

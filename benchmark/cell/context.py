@@ -7,6 +7,7 @@ dense checkpoint store: post-training methods start from the same trained dense 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -20,6 +21,7 @@ from benchmark.cell.data import DatasetBundle
 from benchmark.cell.measure import evaluate
 from benchmark.cell.training import EpochStats, Hooks, ProgressStyle, make_loader, train
 from benchmark.core.config import RunConfig, config_hash
+from benchmark.core.errors import UserError
 from benchmark.core.io import write_json_atomic
 from benchmark.core.paths import checkpoints_root
 from benchmark.core.tracking import CellTracker
@@ -38,6 +40,8 @@ class CellContext:
     history: list[EpochStats] = field(default_factory=list)
     dense_seconds: float = 0.0  # cost of the dense network a post-training method started from
     dense_epochs: int = 0
+    dense_seconds_stored: float = 0.0
+    dense_checkpoint: str | None = None  # digest of the dense network it started from (part of its identity)
 
     def train(
         self, model: nn.Module, epochs: int | None = None, hooks: list[Hooks] = (), desc: str = "train"
@@ -66,32 +70,53 @@ class CellContext:
         self.history.extend(history)
         return history
 
-    def dense_start(self) -> nn.Module:
+    def first_phase_epochs(self, later: int) -> int:
+        """Epochs of training before pruning when `later` epochs follow it: train.epochs under the 'paper'
+        budget; under 'equal', what is left of train.epochs (every method then trains train.epochs in all)."""
+        epochs = self.cfg.train.epochs
+        if self.cfg.train.budget == "paper":
+            return epochs
+        if later >= epochs:
+            raise UserError(
+                f"train.budget 'equal': train.epochs {epochs} cannot hold {later} epochs after pruning plus at "
+                "least one before; lower method_args.finetune_epochs or raise train.epochs"
+            )
+        return epochs - later
+
+    def dense_start(self, epochs: int | None = None) -> nn.Module:
         """The trained dense network of this cell's (arch, dataset, seed, training config).
 
         Shared between methods: read from the checkpoint store if any cell trained it before,
         else trained now (logged in this run) and stored. Its cost is `self.dense_seconds`.
         """
-        path = checkpoint_path(self.cfg)
+        epochs = epochs or self.cfg.train.epochs
+        path = checkpoint_path(self.cfg, epochs)
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
-            self.dense_seconds = json.loads(meta.read_text())["train_seconds"]
-            self.dense_epochs = self.cfg.train.epochs
-            return torch.load(path, weights_only=False)
+            record = json.loads(meta.read_text())
+            self.dense_seconds = record["train_seconds"]
+            self.dense_epochs = epochs
+            model = torch.load(path, weights_only=False)
+            self.dense_checkpoint = record.get("digest") or weights_digest(model)
+            return model
         start = time.perf_counter()
-        self.train(self.model, desc="dense")
-        self.store_dense(self.model, time.perf_counter() - start)
+        self.train(self.model, epochs=epochs, desc="dense")
+        self.store_dense(self.model, time.perf_counter() - start, epochs)
+        self.dense_seconds, self.dense_epochs = self.dense_seconds_stored, epochs
         return copy.deepcopy(self.model)
 
-    def store_dense(self, model: nn.Module, seconds: float) -> None:
-        """Put a trained dense network into the checkpoint store (atomically)."""
-        path = checkpoint_path(self.cfg)
+    def store_dense(self, model: nn.Module, seconds: float, epochs: int | None = None) -> None:
+        """Put a dense network trained for `epochs` (default train.epochs) into the checkpoint store (atomically)."""
+        epochs = epochs or self.cfg.train.epochs
+        path = checkpoint_path(self.cfg, epochs)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".pt.tmp")
         torch.save(model, tmp)
         os.replace(tmp, path)
-        write_json_atomic(path.with_suffix(".json"), {"train_seconds": seconds, "config": self.cfg.to_dict()})
-        self.dense_seconds, self.dense_epochs = seconds, self.cfg.train.epochs
+        self.dense_checkpoint = weights_digest(model)
+        record = {"train_seconds": seconds, "digest": self.dense_checkpoint, "config": self.cfg.to_dict()}
+        write_json_atomic(path.with_suffix(".json"), record)
+        self.dense_seconds_stored = seconds
 
     def example_inputs(self) -> torch.Tensor:
         """One input of the dataset's shape (for tracing dependency graphs)."""
@@ -106,8 +131,31 @@ class CellContext:
         return evaluate(model, loader, self.bundle.num_classes)
 
 
-def checkpoint_path(cfg: RunConfig) -> Path:
-    """Where the dense network for `cfg`'s arch, dataset, seed and training settings is stored."""
+def weights_digest(model: nn.Module) -> str:
+    """A digest of a network's parameters and buffers (names, shapes and values): two checkpoints with
+    the same digest hold the same network, however they were written."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dense_checkpoint_digest(cfg: RunConfig, epochs: int | None = None) -> str | None:
+    """The digest recorded for the stored dense checkpoint of `cfg` (None when none is stored)."""
+    meta = checkpoint_path(cfg, epochs).with_suffix(".json")
+    try:
+        return json.loads(meta.read_text()).get("digest")
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_path(cfg: RunConfig, epochs: int | None = None) -> Path:
+    """Where the dense network for `cfg`'s arch, dataset, seed and training settings, trained for `epochs`
+    (default train.epochs), is stored. The budget protocol is not part of it: a dense network trained for
+    4 epochs is the same network whichever protocol asked for it."""
     dense = copy.deepcopy(cfg)
     dense.method, dense.method_args = "dense", {}
+    dense.train.epochs, dense.train.budget = epochs or cfg.train.epochs, "paper"
     return Path(checkpoints_root()) / f"dense-{config_hash(dense)}.pt"

@@ -1,8 +1,9 @@
-"""Measurement of a trained network: size, MACs, CPU latency, accuracy."""
+"""Measurement of a trained network: size, the paper's kept units, MACs, CPU latency, accuracy."""
 
 from __future__ import annotations
 
 import io
+import math
 import statistics
 import time
 from contextlib import contextmanager
@@ -24,6 +25,54 @@ def count_params(model: nn.Module) -> dict[str, int]:
         M.PARAMS: sum(p.numel() for p in params),
         M.PARAMS_NONZERO: sum(int(torch.count_nonzero(p)) for p in params),
     }
+
+
+def _classifier(model: nn.Module) -> nn.Module | None:
+    """The output layer: timm's `get_classifier()` when it is a linear layer, else the last nn.Linear."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if isinstance(head, nn.Linear):
+        return head
+    return next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+
+
+def _kept(weight: torch.Tensor, dim: int, count_zero: bool) -> int:
+    """How many slices of `weight` along `dim` have a weight that is not zero (all of them with `count_zero`)."""
+    if count_zero:
+        return weight.shape[dim]
+    other = [d for d in range(weight.dim()) if d != dim]
+    return int(torch.count_nonzero(weight.detach().abs().amax(dim=other)))
+
+
+def paper_r_units(model: nn.Module, count_zero: bool = False) -> int:
+    """The paper's kept-unit count (the authors' `kept_counter`), the numerator of its R.
+
+    Every conv layer counts its filters (output channels) that are not all zero times k^2 (the kernel's
+    spatial size); the classifier counts its input features that are not all zero times its outputs
+    (the classes); any other linear layer counts its output units that are not all zero, as a 1x1
+    conv would. Input channels are ignored, as in the paper. Looking at zeros, not shapes, makes the
+    count the same for a network that was physically shrunk and one whose units were masked to zero;
+    unstructured sparsity rarely zeroes a whole unit, so such a network keeps nearly every unit.
+    `count_zero` counts every unit present (the denominator, on the dense network).
+    """
+    classifier = _classifier(model)
+    units = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd):
+            units += _kept(weight, 0, count_zero) * int(math.prod(module.kernel_size))
+        elif module is classifier:
+            units += _kept(weight, 1, count_zero) * module.out_features
+        elif isinstance(module, nn.Linear):
+            units += _kept(weight, 0, count_zero)
+    return units
+
+
+def paper_r_percent(model: nn.Module, dense: nn.Module) -> float:
+    """The paper's R in %: `model`'s kept units over those of the dense network of the same arch, all kept."""
+    return 100.0 * paper_r_units(model) / paper_r_units(dense, count_zero=True)
 
 
 def count_macs(model: nn.Module, in_chans: int, input_size: int, nonzero: bool = False) -> int:
@@ -90,6 +139,7 @@ def measure_model(model: nn.Module, in_chans: int, input_size: int, cfg: Measure
     """Everything about the network itself that the report compares, in one flat dict."""
     out: dict[str, float | int] = {}
     out.update(count_params(model))
+    out[M.PAPER_R_UNITS] = paper_r_units(model)
     out[M.MACS] = count_macs(model, in_chans, input_size)
     out[M.MACS_NONZERO] = count_macs(model, in_chans, input_size, nonzero=True)
     out[M.MODEL_BYTES] = serialized_bytes(model)

@@ -70,6 +70,7 @@ def register_method(
     needs_batchnorm: bool = False,
     tags: Iterable[str] = (),
     control_of: str | None = None,
+    from_twin: Iterable[str] = (),
 ):
     """Decorator that registers a pruning method under `name`, with its capabilities (see `spec`).
 
@@ -83,6 +84,9 @@ def register_method(
         if not isinstance(control_of, str) or not control_of.strip():
             raise UserError(f"method {name!r}: control_of must be a method name, got {control_of!r}")
         tags = tags | {"control"}
+    if isinstance(from_twin, str) or not all(isinstance(k, str) and k for k in from_twin):
+        raise UserError(f"method {name!r}: from_twin must be a list of metric names, got {from_twin!r}")
+    from_twin = tuple(from_twin)
 
     def decorator(fn: Callable[[CellContext], MethodResult]):
         if not callable(fn):
@@ -103,6 +107,7 @@ def register_method(
             needs_batchnorm=needs_batchnorm,
             tags=tags,
             control_of=control_of,
+            from_twin=from_twin,
         )
         if _pending is None:
             METHODS.add(name, spec)

@@ -168,7 +168,6 @@ def pruning_metrics(
         M.PARAM_PRUNING_RATE: 1.0 - params[M.PARAMS_NONZERO] / dense_params,
         "variant": args.variant,
         M.DENSE_SECONDS: ctx.dense_seconds,
-        M.TOTAL_TRAIN_EPOCHS: ctx.dense_epochs + ctx.epochs_trained,
         **extra,
     }
 
@@ -214,8 +213,10 @@ def prune_and_train(
 def post_training(
     ctx: CellContext, args: PruningArgs, granularity: str, prune: Callable[[nn.Module], None]
 ) -> MethodResult:
-    """Han et al.'s protocol: the shared dense network, pruned once, then fine-tuned for the budget."""
-    model = ctx.dense_start()
+    """Han et al.'s protocol: the shared dense network, pruned once, then fine-tuned. Under the 'equal'
+    budget the dense network is trained for what the fine-tuning leaves of train.epochs."""
+    finetune = args.finetune(ctx.cfg.train.epochs)
+    model = ctx.dense_start(ctx.first_phase_epochs(finetune))
     ctx.epochs_trained = 0  # the dense epochs are counted in dense_epochs
     return prune_and_train(
         ctx,
@@ -223,7 +224,7 @@ def post_training(
         granularity,
         model,
         prune,
-        args.finetune(ctx.cfg.train.epochs),
+        finetune,
         "finetune",
         seconds_before=ctx.dense_seconds,
     )

@@ -18,11 +18,11 @@ import torch.nn as nn
 
 from benchmark.cell import data as data_mod
 from benchmark.cell import models
-from benchmark.cell.context import CellContext
+from benchmark.cell.context import CellContext, dense_checkpoint_digest
 from benchmark.cell.fingerprint import code_fingerprint
-from benchmark.cell.measure import measure_model
+from benchmark.cell.measure import measure_model, torch_threads
 from benchmark.cell.plugins import get_method
-from benchmark.cell.spec import MethodResult, MethodSpec
+from benchmark.cell.spec import TWIN_FROM, MethodResult, MethodSpec
 from benchmark.cell.training import EpochStats, ProgressStyle, seed_everything
 from benchmark.core import metrics as M
 from benchmark.core.config import RunConfig, config_hash, flatten, same_config, validate
@@ -32,7 +32,16 @@ from benchmark.core.paths import CONFIG_FILE, METRICS_FILE, MODEL_FILE, cell_fol
 from benchmark.core.provenance import git_commit, versions
 from benchmark.core.tracking import TrackingSettings, open_cell_tracker
 
-__all__ = ["CellIdentity", "TrackingSettings", "identify", "is_done", "read_matched", "resolve", "run_cell"]
+__all__ = [
+    "CellIdentity",
+    "TrackingSettings",
+    "identify",
+    "is_done",
+    "read_matched",
+    "read_twin",
+    "resolve",
+    "run_cell",
+]
 
 
 def compare_with_dense(cfg: RunConfig, bundle: data_mod.DatasetBundle, measured: dict) -> dict[str, float]:
@@ -63,6 +72,10 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, MethodSpec]:
     method = get_method(cfg.method)
     if cfg.method_args.get("sparsity") == "matched":
         cfg.method_args["sparsity"], cfg.method_args["matched_from"] = read_matched(matched_folder(cfg), cfg)
+    if any(key not in cfg.method_args for key in method.from_twin):
+        given = cfg.method_args.get(TWIN_FROM)
+        folder = _given_folder(given) if given else twin_folder(cfg, method)
+        cfg.method_args.update(read_twin(folder, cfg, method))
     method.validate_args(cfg.method_args)
     models.check_arch(cfg.model.arch)
     if cfg.data.input_size is None:
@@ -85,12 +98,44 @@ def matched_folder(cfg: RunConfig) -> Path:
     folder), else the EDropout cell with default settings and this cell's config under the results root."""
     given = cfg.method_args.get("matched_from")
     if given:
-        path = Path(str(given).split(" (")[0])
-        return path if path.is_absolute() or path.exists() else results_root() / path
+        return _given_folder(given)
     twin = edropout_twin(cfg)
     return cell_folder(
         results_root(), "cells", cfg.data.name, cfg.model.arch, cfg.seed, "edropout", "own", config_hash(twin)
     )
+
+
+def _given_folder(given: Any) -> Path:
+    path = Path(str(given).split(" (")[0])
+    return path if path.is_absolute() or path.exists() else results_root() / path
+
+
+def twin_folder(cfg: RunConfig, method: MethodSpec) -> Path:
+    """The EDropout cell whose values a `from_twin` method reads: the same settings as `cfg` (a control
+    shares EDropout's method_args) under the results root."""
+    args = {k: v for k, v in cfg.method_args.items() if k not in method.from_twin and k != TWIN_FROM}
+    twin = edropout_twin(cfg, args)
+    return cell_folder(
+        results_root(), "cells", cfg.data.name, cfg.model.arch, cfg.seed, "edropout", "own", config_hash(twin)
+    )
+
+
+def read_twin(folder: Path, cfg: RunConfig, method: MethodSpec) -> dict[str, Any]:
+    """The metrics `method.from_twin` names from the finished EDropout result in `folder`, and
+    `twin_from`: where they came from (relative to the results root, with its config hash)."""
+    path = Path(folder) / METRICS_FILE
+    result = read_json(path) or {}
+    missing = [key for key in method.from_twin if key not in result]
+    if result.get("status") != "finished" or missing:
+        what = f"has no {missing[0]!r}" if result and missing else "is not there"
+        raise UserError(
+            f"{method.name} needs the finished EDropout result for {cfg.model.arch}/{cfg.data.name}/seed "
+            f"{cfg.seed} with the same settings; {path} {what}: run that cell first (the same command with "
+            f"--method edropout --out {path.parent}), or name its folder with --set method_args.{TWIN_FROM}=FOLDER"
+        )
+    values = {key: result[key] for key in method.from_twin}
+    values[TWIN_FROM] = f"{relative_to_root(Path(folder), results_root())} ({result.get('config_hash')})"
+    return values
 
 
 def read_matched(folder: Path, cfg: RunConfig) -> tuple[float, str]:
@@ -107,6 +152,14 @@ def read_matched(folder: Path, cfg: RunConfig) -> tuple[float, str]:
             f"{cfg.seed} at {path}: run that cell first (python -m benchmark run --method edropout "
             f"--out {path.parent}), or name its folder with --set method_args.matched_from=FOLDER"
         ) from None
+
+
+def _same_dense_start(metrics: dict, cfg: RunConfig) -> bool:
+    """A cell that started from a stored dense network is done only while that store holds the same
+    network (a different one, e.g. trained by other code, makes it a different cell)."""
+    recorded = metrics.get("dense_checkpoint")
+    stored = dense_checkpoint_digest(cfg, metrics.get("dense_epochs") or None) if recorded else None
+    return stored is None or stored == recorded
 
 
 @dataclass(frozen=True)
@@ -133,6 +186,7 @@ def is_done(out_dir: str | Path, cell: CellIdentity) -> bool:
         and metrics.get("config_hash") == cell.config_hash
         and metrics.get("code_hash") == cell.code_hash
         and same_config(metrics.get("config"), cell.config)
+        and _same_dense_start(metrics, cell.config)
     )
 
 
@@ -144,6 +198,22 @@ def _check_batchnorm(method: MethodSpec, model: nn.Module, arch: str) -> None:
         )
 
 
+CHANCE_FACTOR = 1.5  # top-1 at or below this multiple of chance counts as "at chance"
+
+
+def status_notes(top1: float, num_classes: int, method_notes: list[str]) -> str:
+    """What a reader must know before trusting the cell's numbers, '; '-joined ('' when nothing):
+    a top-1 at chance, then the method's own notes (e.g. a search that never moved)."""
+    notes = []
+    chance = 100.0 / num_classes
+    if not top1 > CHANCE_FACTOR * chance:  # NaN counts as at chance
+        notes.append(
+            f"top-1 {top1:.1f}% is at chance (1/{num_classes} = {chance:.1f}%; flagged at <= {CHANCE_FACTOR:g}x): "
+            "the network learned nothing usable"
+        )
+    return "; ".join(notes + [str(n) for n in method_notes])
+
+
 def _result(ctx: CellContext, cell: CellIdentity, result: MethodResult, seconds: float, tracker_id: str | None) -> dict:
     """Measure the method's final network and put together everything metrics.json records."""
     cfg, bundle, final = ctx.cfg, ctx.bundle, result.model
@@ -152,6 +222,8 @@ def _result(ctx: CellContext, cell: CellIdentity, result: MethodResult, seconds:
         measured.update(compare_with_dense(cfg, bundle, measured))
     test = ctx.evaluate(final, "test")
     val = ctx.evaluate(final, "val") if len(bundle.val) else {"top1": float("nan")}
+    method_metrics = dict(result.metrics)
+    notes = status_notes(test["top1"], bundle.num_classes, method_metrics.pop(M.STATUS_NOTES, []))
     return {
         "method": cfg.method,
         "arch": cfg.model.arch,
@@ -165,7 +237,12 @@ def _result(ctx: CellContext, cell: CellIdentity, result: MethodResult, seconds:
         M.VAL_TOP1: val["top1"],
         **measured,
         M.TRAIN_SECONDS: seconds,
-        **result.metrics,
+        **method_metrics,
+        M.STATUS_NOTES: notes,
+        M.TOTAL_TRAIN_EPOCHS: ctx.dense_epochs + ctx.epochs_trained,  # every epoch this result cost
+        "budget": cfg.train.budget,
+        M.DENSE_EPOCHS: ctx.dense_epochs,
+        "dense_checkpoint": ctx.dense_checkpoint,
         "split_sizes": bundle.sizes(),
         "split_hash": bundle.split.hash,
         "config": cfg.to_dict(),
@@ -191,6 +268,11 @@ def run_cell(
     cell = identify(cfg)
     cfg, method = cell.config, cell.method
     check_writable(out_dir)
+    with torch_threads(cfg.train.threads):  # the same numbers however many cells run beside this one
+        return _run(cfg, cell, method, out_dir, tracking, progress, save_model)
+
+
+def _run(cfg, cell, method, out_dir, tracking, progress, save_model) -> dict[str, Any]:
     seed_everything(cfg.seed)
     bundle = data_mod.build_dataset(cfg.data, cfg.seed)
     model = models.create_model(cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)

@@ -8,7 +8,11 @@ The study and the report read capabilities from here instead of probing methods 
 - `needs_batchnorm`: refuses architectures without BatchNorm layers (e.g. Network Slimming);
 - `tags`: what a method is for the report (`reference`: the unpruned network every cell is
   compared with; `random`, `magnitude`: the baselines Blalock et al. 2020 ask for; `control`: a
-  control that separates a method from chance).
+  control that separates a method from chance);
+- `control_of`: the method this one is a control of (it inherits that method's profile settings);
+- `from_twin`: metrics of the EDropout cell of the same dataset, arch, seed and settings that the
+  method needs before it starts (e.g. `kept_per_group` for the `scratch` and `shuffled` controls);
+  the harness copies them into `method_args`, with `twin_from` naming the result they came from.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 GRANULARITIES = ("none", "structured", "unstructured")
 SCHEDULES = ("none", "at_init", "after_training", "during_training", "iterative")
 TAGS = ("reference", "random", "magnitude", "control")
+TWIN_FROM = "twin_from"  # method_args key: the EDropout result a `from_twin` method's values were read from
 
 
 @dataclass
@@ -52,6 +57,7 @@ class MethodSpec:
     needs_batchnorm: bool = False
     tags: frozenset[str] = frozenset()
     control_of: str | None = None  # the method this one is a control of (its file is in the fingerprint too)
+    from_twin: tuple[str, ...] = ()  # metrics of the EDropout cell with the same settings, copied into method_args
 
     def validate_args(self, method_args: dict) -> None:
         if self.check_args is not None:

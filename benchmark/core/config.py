@@ -22,6 +22,7 @@ from benchmark.core.errors import UserError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULES = ("cosine", "step", "none")
+BUDGETS = ("paper", "equal")
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -65,6 +66,15 @@ class TrainConfig:
     step_size: int = _field(50, "epochs between decays for the step schedule")
     gamma: float = _field(0.1, "decay factor for the step schedule")
     eval_batch_size: int = _field(256, "batch size for evaluation")
+    threads: int = _field(
+        1, "torch CPU threads the cell computes with; results depend on it, so it is part of the cell's identity"
+    )
+    budget: str = _field(
+        "paper",
+        "training budget protocol: 'paper' (post-training methods prune a dense network trained for train.epochs, "
+        "then fine-tune on top) or 'equal' (every method's total epochs, dense + fine-tuning included, are "
+        "train.epochs)",
+    )
 
 
 @dataclass
@@ -258,6 +268,7 @@ def validate(cfg: RunConfig) -> None:
         "train.epochs": t.epochs,
         "train.batch_size": t.batch_size,
         "train.eval_batch_size": t.eval_batch_size,
+        "train.threads": t.threads,
         "train.step_size": t.step_size,
         "measure.latency_repeats": m.latency_repeats,
     }
@@ -272,6 +283,8 @@ def validate(cfg: RunConfig) -> None:
         raise unknown_choice("optimizer", t.optimizer, OPTIMIZERS)
     if t.schedule not in SCHEDULES:
         raise unknown_choice("schedule", t.schedule, SCHEDULES)
+    if t.budget not in BUDGETS:
+        raise unknown_choice("budget", t.budget, BUDGETS)
     for key, value in {"data.val_fraction": d.val_fraction, "data.test_fraction": d.test_fraction}.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"bad value for {key!r}: must be in [0, 1), got {value}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -20,28 +21,24 @@ import pandas as pd
 from benchmark.core import metrics as M
 from benchmark.core.paths import PROJECT_ROOT
 from benchmark.report.checklist import checklist
-from benchmark.report.claims import (
-    CLAIMS_PATH,
-    NOT_REPRODUCED,
-    NOT_RUN,
-    REPRODUCED,
-    ClaimResult,
-    check_claims,
-    load_claims,
-)
+from benchmark.report.claims import CLAIMS_PATH, ClaimResult, check_claims, load_claims
+from benchmark.report.claims_section import claims_blocks, verdict_counts
+from benchmark.report.comparisons import comparisons_blocks
 from benchmark.report.controls import controls_blocks
+from benchmark.report.coverage import coverage_blocks, status_note_blocks
+from benchmark.report.inference import HOLM_NAME, INTERVAL_NAME, MDE_NAME
 from benchmark.report.render import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown
 from benchmark.report.stats import (
     CONFIDENCE,
-    MATCHED,
     TTEST_NAME,
     GroupSummary,
-    PairedTest,
     derive,
     group_summaries,
     paired_tests,
+    paper_point,
 )
-from benchmark.report.table import STATUSES, load_results
+from benchmark.report.table import STATUSES, load_results, with_config_fields
+from benchmark.report.verdict import verdict_blocks
 
 TRADEOFF_COLUMNS = [
     "method",
@@ -61,24 +58,12 @@ METRICS_SUMMARY = [M.TOP1, M.TOP1_DROP, M.PARAM_PRUNING_RATE, M.LATENCY_SPEEDUP_
 # --- content -------------------------------------------------------------------------------------------------
 
 
-def _paired_cells(group: GroupSummary, tests: dict[tuple[str, str, str], PairedTest]) -> list[str]:
-    test = tests.get((group.dataset, group.arch, group.method))
-    if group.operating_point != MATCHED or test is None:
-        return ["-", "-"]
-    detail = f"{test.test}, {test.n_pairs} pair{'s' if test.n_pairs != 1 else ''}"
-    if test.mean_difference is not None:
-        detail += f", mean diff {test.mean_difference:+.2f} pp (baseline - EDropout)"
-    return [detail, test.format_p()]
-
-
 RESULT_COLUMNS = [
     "method",
     "operating point",
     "granularity",
     "seeds finished",
     *(m.label for m in M.SUMMARY),
-    "paired test vs EDropout (top-1)",
-    "p-value",
 ]
 
 
@@ -87,7 +72,7 @@ def _formatted(summary, metric: M.Metric) -> str:
     return summary.format(metric.fmt, scale=metric.scale)
 
 
-def results_tables(groups: list[GroupSummary], tests: dict[tuple[str, str, str], PairedTest]) -> list[Block]:
+def results_tables(groups: list[GroupSummary]) -> list[Block]:
     """One table per (dataset, arch): every method and operating point, mean ± std [95% CI] over seeds."""
     by_pair: dict[tuple[str, str], list[GroupSummary]] = defaultdict(list)
     for group in groups:
@@ -104,56 +89,9 @@ def results_tables(groups: list[GroupSummary], tests: dict[tuple[str, str, str],
                     g.granularity or "-",
                     f"{g.finished}/{g.cells}",
                     *(_formatted(m[metric], metric) for metric in M.SUMMARY),
-                    *_paired_cells(g, tests),
                 ]
             )
         blocks += [Heading(f"{dataset} / {arch}", 3), Table(RESULT_COLUMNS, table)]
-    return blocks
-
-
-def _claims_blocks(results: list[ClaimResult]) -> list[Block]:
-    counts = {v: sum(r.verdict == v for r in results) for v in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)}
-    different = sum(r.setting == "different" for r in results)
-    summary = (
-        f"{len(results)} claims: {counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
-        f"{counts[NOT_RUN]} not run."
-    )
-    if different:
-        summary += (
-            f" {different} of the measured claims were measured outside the paper's setting (other datasets "
-            "or models); they say whether the claim holds here, not whether the paper's number is right."
-        )
-    blocks: list[Block] = [Text(summary)]
-    measured = [r for r in results if r.verdict != NOT_RUN]
-    if measured:
-        blocks.append(
-            Table(
-                ["claim", "source", "claim says", "measured", "setting", "verdict", "reason"],
-                [
-                    [r.claim.text, r.claim.source, r.claim.expected, r.measured_text, r.setting, r.verdict, r.reason]
-                    for r in measured
-                ],
-            )
-        )
-    not_run: dict[tuple[str, str], list[ClaimResult]] = defaultdict(list)
-    for r in results:
-        if r.verdict == NOT_RUN:
-            not_run[(r.claim.source, r.reason)].append(r)
-    if not_run:
-        rows = []
-        for (source, reason), group in not_run.items():
-            models = list(dict.fromkeys(r.claim.paper_arch for r in group if r.claim.paper_arch))
-            ids = f"{len(group)} claim{'s' if len(group) != 1 else ''}" + (
-                f" ({', '.join(models)})" if models else f": {'; '.join(r.claim.text for r in group)}"
-            )
-            rows.append([source, ids, NOT_RUN, reason])
-        blocks.append(
-            Table(
-                ["source", "claims", "verdict", "reason"],
-                rows,
-                caption="Claims the study could not check, grouped by source and reason:",
-            )
-        )
     return blocks
 
 
@@ -192,9 +130,11 @@ def _method_notes() -> list[str]:
     level = round(100 * CONFIDENCE)
     return [
         (
-            f"Cells: mean ± sample standard deviation over seeds, then the {level}% t confidence interval "
-            f"(scipy.stats.t, n-1 degrees of freedom), not clipped to the metric's range (a top-5 interval can pass "
-            f"100); one seed gives no interval. Only finished cells count."
+            f"Cells: mean ± sample standard deviation over seeds, then the {level}% interval of the mean: "
+            f"{INTERVAL_NAME} (n-1 degrees of freedom; accuracies [0, 100], rates [0, 1], ratios >= 0). The true "
+            "mean lies in that range, so cutting the interval back to it never lowers its coverage. A percentile "
+            "bootstrap over seeds would stay in range too, but lies inside the seeds' own range, which at 3 seeds "
+            "holds the true mean only 75% of the time. One seed gives no interval. Only finished cells count."
         ),
         (
             "Drops are paired by seed: dense top-k minus the cell's top-k on the same dataset, architecture and seed, "
@@ -209,9 +149,19 @@ def _method_notes() -> list[str]:
             "from (total_train_seconds), else train_seconds."
         ),
         (
-            f"Paired test: each baseline at the 'matched' operating point (EDropout's rate on the same dataset, arch "
-            f"and seed) against EDropout's own cells, top-1, paired by seed, {TTEST_NAME}; n/a with fewer than 2 pairs "
-            "or when the differences do not vary."
+            "Paper's R (paper_r_percent): the authors' kept_counter, measured on the final network: conv filters "
+            "whose weights are not all zero times k^2, plus classifier inputs not all zero times the classes (other "
+            "linear layers: outputs not all zero), over the same count of the dense cell of the same dataset, arch "
+            "and seed; input channels are ignored. It is close to the share of units kept, not of parameters; "
+            "unstructured pruning keeps nearly every unit, so its R is near 100%."
+        ),
+        (
+            f"Paired comparisons: each baseline at the 'matched' operating point (EDropout's rate on the same "
+            f"dataset, arch and seed) minus EDropout's own cell, paired by seed: mean, {level}% CI and p from "
+            f"{TTEST_NAME}; p-values Holm-adjusted per family (every baseline on one dataset, arch and metric; "
+            f"EDropout's controls form their own family), {HOLM_NAME}; the minimum detectable difference (MDE) at "
+            f"the study's number of pairs and the observed SD of the differences, {MDE_NAME}. n/a with fewer "
+            "than 2 pairs or when the differences do not vary."
         ),
     ]
 
@@ -220,9 +170,7 @@ def _metrics_summary(groups: list[GroupSummary], cells: pd.DataFrame, claims: li
     """Small nested summary for `dvc metrics show`: dataset -> arch -> method@point -> means."""
     out: dict = {
         "cells": {s: int((cells["status"] == s).sum()) for s in STATUSES},
-        "claims": {
-            v.replace(" ", "_"): sum(r.verdict == v for r in claims) for v in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)
-        },
+        "claims": {re.sub(r"\W+", "_", v).strip("_"): n for v, n in verdict_counts(claims).items()},
     }
     for g in groups:
         entry = {"seeds": g.metrics[M.TOP1].n}
@@ -290,18 +238,33 @@ def _overview(cells: pd.DataFrame, counts: dict[str, int]) -> Text:
     )
 
 
-def _blocks(cells, counts, claim_results, items, results: list[Block], figures) -> list[Block]:
+def _point_note(cells: pd.DataFrame) -> list[Block]:
+    """With several EDropout operating points, which one the claims are checked at."""
+    _, point = paper_point(cells)
+    if not point:
+        return []
+    return [Text(f"The study ran several EDropout operating points; the claims are checked at {point} (the paper's).")]
+
+
+def _blocks(cells, counts, claim_results, items, results: list[Block], tests, figures) -> list[Block]:
     """The report's content, in reading order."""
     blocks: list[Block] = [
         _overview(cells, counts),
         Heading("Claims of the paper"),
-        *_claims_blocks(claim_results),
+        *_point_note(cells),
+        *claims_blocks(claim_results),
         Heading("Reporting checklist (Blalock et al. 2020)"),
         Table(["item", "status", "detail"], [[i.item, "met" if i.met else "not met", i.detail] for i in items]),
         Heading("Results"),
         *(results or [Text("No cells to summarise.")]),
+        Heading("Baselines against EDropout at its rate"),
+        *comparisons_blocks(tests),
         Heading("EDropout against its controls"),
         *controls_blocks(cells),
+        Heading("What EDropout could prune (coverage per architecture)"),
+        *coverage_blocks(cells),
+        Heading("Cells with status notes"),
+        *status_note_blocks(cells),
         Heading("Figures"),
         *([Image(f.name, f.title, f.caption) for f in figures.figures] or [Text("No figures: no data to plot.")]),
     ]
@@ -325,8 +288,9 @@ def build_report(
     from benchmark.report.figures import make_figures
 
     out_dir, root = Path(out_dir), Path(root) if root is not None else PROJECT_ROOT
-    cells = derive(load_results(results_csv))
     claims = load_claims(claims_file)
+    fields = sorted({field for claim in claims for field, _ in claim.setting})
+    cells = with_config_fields(derive(load_results(results_csv)), fields, root)
     groups = group_summaries(cells)
     tests = paired_tests(cells)
     claim_results = check_claims(cells, claims)
@@ -338,7 +302,10 @@ def build_report(
         (staging / "figures").mkdir()
         figures = make_figures(cells, groups, staging / "figures", root)
         counts = {s: int((cells["status"] == s).sum()) for s in STATUSES}
-        blocks = _blocks(cells, counts, claim_results, items, results_tables(groups, tests), figures)
+        blocks = _blocks(cells, counts, claim_results, items, results_tables(groups), tests, figures)
+        verdict, drawn = verdict_blocks(cells, staging / "figures", root, claims)
+        blocks[1:1] = verdict  # the verdict opens the report: after the overview, before the claims
+        figures.figures[:0] = drawn  # first in the page and in the summary
 
         images = {f.name: (staging / "figures" / f.name).read_bytes() for f in figures.figures}
         _write(staging / "report.md", render_markdown(title, blocks))
@@ -355,7 +322,7 @@ def build_report(
         finished=counts["finished"],
         failed=counts["failed"],
         missing=counts["missing"],
-        claims={v: sum(r.verdict == v for r in claim_results) for v in (REPRODUCED, NOT_REPRODUCED, NOT_RUN)},
+        claims=verdict_counts(claim_results),
         checklist_met=sum(i.met for i in items),
         checklist_items=len(items),
         figures=[f.name for f in figures.figures],

@@ -7,7 +7,7 @@ import html
 import re
 from dataclasses import dataclass
 
-from benchmark.report.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED
+from benchmark.report.claims import FAILS_HERE, HOLDS_HERE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SATURATED
 
 
 @dataclass
@@ -82,14 +82,25 @@ code { background: #f6f8fa; padding: 0 3px; border-radius: 3px; }
 .verdict-reproduced { color: #1a7f37; font-weight: 600; }
 .verdict-not-reproduced { color: #cf222e; font-weight: 600; }
 .verdict-not-run { color: #57606a; }
+.verdict-holds-here { color: #1a7f37; }
+.verdict-fails-here { color: #cf222e; }
+.verdict-saturated { color: #9a6700; }
 """
+
+
+VERDICT_CSS = {
+    REPRODUCED: "verdict-reproduced",
+    NOT_REPRODUCED: "verdict-not-reproduced",
+    HOLDS_HERE: "verdict-holds-here",
+    FAILS_HERE: "verdict-fails-here",
+    SATURATED: "verdict-saturated",
+    NOT_RUN: "verdict-not-run",
+}
 
 
 def _td(text: str) -> str:
     text = str(text)
-    css = {REPRODUCED: "verdict-reproduced", NOT_REPRODUCED: "verdict-not-reproduced", NOT_RUN: "verdict-not-run"}.get(
-        text
-    )
+    css = VERDICT_CSS.get(text)
     return f'<td class="{css}">{html.escape(text)}</td>' if css else f"<td>{html.escape(text)}</td>"
 
 

@@ -1,24 +1,30 @@
-"""Statistics over seeds: summaries with t confidence intervals, drops vs dense, paired tests, Pareto fronts.
+"""Statistics over the study's cells: summaries over seeds, drops vs dense, paired comparisons, Pareto fronts.
 
 Input is the table of cells the `aggregate` stage writes (`reports/results.csv`, one row per expected cell);
 `derive` adds the columns the summaries use. Only finished cells count; a value that is missing is left out
-of a summary (its `n` says how many values it holds), never turned into NaN in the output.
+of a summary (its `n` says how many values it holds), never turned into NaN in the output. The statistical
+methods themselves (intervals, paired t, Holm, minimum detectable difference) are in `inference`.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from benchmark.core import metrics as M
+from benchmark.report.inference import CONFIDENCE as CONFIDENCE  # re-exported for the report's modules
+from benchmark.report.inference import (
+    PairedDifference,
+    Summary,
+    difference_bounds,
+    holm,
+    paired_difference,
+    summarize,
+)
 
-CONFIDENCE = 0.95
 DENSE, EDROPOUT, MATCHED = "dense", "edropout", "matched"  # methods / operating points with a fixed meaning
 GROUP_KEYS = ["dataset", "arch", "method", "operating_point"]
 PAIR_KEYS = ["dataset", "arch", "seed"]
@@ -28,83 +34,14 @@ SUMMARY_METRICS = {metric: metric.label for metric in M.SUMMARY}
 NUMERIC_COLUMNS = M.numeric_columns()
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Mean, sample standard deviation and t confidence interval of one quantity over seeds."""
-
-    n: int
-    mean: float | None = None
-    std: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    confidence: float = CONFIDENCE
-
-    @property
-    def has_interval(self) -> bool:
-        return self.ci_low is not None
-
-    @property
-    def half_width(self) -> float | None:
-        return None if self.ci_low is None else (self.ci_high - self.ci_low) / 2
-
-    @property
-    def note(self) -> str:
-        if self.n == 0:
-            return "no values"
-        if self.n == 1:
-            return "n=1: no interval"
-        return ""
-
-    def format(self, fmt: str = "{:.2f}", scale: float = 1.0, unit: str = "") -> str:
-        """`mean ± std [low, high]`; `mean (n=1: no interval)`; `-` without values."""
-        if self.mean is None:
-            return "-"
-        mean = fmt.format(self.mean * scale) + unit
-        if not self.has_interval:
-            return f"{mean} ({self.note})"
-        low, high = fmt.format(self.ci_low * scale), fmt.format(self.ci_high * scale)
-        return f"{mean} ± {fmt.format(self.std * scale)} [{low}, {high}]"
-
-    def as_dict(self) -> dict:
-        return {"n": self.n, "mean": self.mean, "std": self.std, "ci_low": self.ci_low, "ci_high": self.ci_high}
-
-
-def _finite(values: Iterable) -> list[float]:
-    out = []
-    for value in values:
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(value):
-            out.append(value)
-    return out
-
-
-def summarize(values: Iterable, confidence: float = CONFIDENCE) -> Summary:
-    """n, mean, sample std and the t interval of the finite values (no interval for n=1)."""
-    values = _finite(values)
-    n = len(values)
-    if n == 0:
-        return Summary(0, confidence=confidence)
-    mean = float(np.mean(values))
-    if n == 1:
-        return Summary(1, mean, confidence=confidence)
-    std = float(np.std(values, ddof=1))
-    sem = float(stats.sem(values))
-    if sem == 0.0:  # every seed gave the same value: the interval is that value
-        low = high = mean
-    else:
-        low, high = (float(v) for v in stats.t.interval(confidence, n - 1, loc=mean, scale=sem))
-    return Summary(n, mean, std, low, high, confidence)
-
-
 def derive(cells: pd.DataFrame) -> pd.DataFrame:
     """The cells with numeric columns coerced and the derived columns the report uses.
 
     - `top1_drop`, `top5_drop`: dense top-k of the same (dataset, arch, seed) minus this cell's, in
       percentage points (NaN where that dense cell did not finish);
-    - `param_pruning_rate` 0 for dense; `params_pruned_percent`, `params_kept_percent` (the paper's R);
+    - `param_pruning_rate` 0 for dense; `params_pruned_percent`, `params_kept_percent` (parameters);
+    - `paper_r_percent`: the paper's R, this cell's paper_r_units over the dense cell's of the same
+      (dataset, arch, seed) (every unit of a dense network is kept), in %;
     - `effective_mac_reduction`: dense MACs / non-zero MACs for unstructured methods (their shapes do not
       change, so only the theoretical count says what they save), dense MACs / MACs otherwise; 1 for dense;
     - `latency_speedup_b1` 1 for dense; `train_cost_seconds`: total_train_seconds, else train_seconds.
@@ -127,15 +64,19 @@ def derive(cells: pd.DataFrame) -> pd.DataFrame:
     df[M.PARAMS_KEPT_PERCENT] = 100.0 - df[M.PARAMS_PRUNED_PERCENT]
     df[M.TRAIN_COST_SECONDS] = df[M.TOTAL_TRAIN_SECONDS].fillna(df[M.TRAIN_SECONDS])
 
-    reference: dict[tuple, tuple[float, float]] = {}
+    paired = (M.TOP1, M.TOP5, M.PAPER_R_UNITS)
+    reference: dict[tuple, tuple[float, ...]] = {}
     for _, row in df[dense].iterrows():
-        reference.setdefault(tuple(row[k] for k in PAIR_KEYS), (row[M.TOP1], row[M.TOP5]))
+        reference.setdefault(tuple(row[k] for k in PAIR_KEYS), tuple(row[k] for k in paired))
     keys = list(zip(*(df[k] for k in PAIR_KEYS)))
-    for i, k in enumerate((M.TOP1, M.TOP5)):
-        df[f"{k}_dense"] = pd.Series(
-            [reference.get(key, (np.nan, np.nan))[i] for key in keys], index=df.index, dtype=float
-        ).where(finished)
+    nothing = (np.nan,) * len(paired)
+    for i, k in enumerate(paired):
+        df[f"{k}_dense"] = pd.Series([reference.get(key, nothing)[i] for key in keys], index=df.index, dtype=float)
+        df[f"{k}_dense"] = df[f"{k}_dense"].where(finished)
+    for k in (M.TOP1, M.TOP5):
         df[f"{k}_drop"] = df[f"{k}_dense"] - df[k].where(finished)
+    dense_units = df[f"{M.PAPER_R_UNITS}_dense"].where(df[f"{M.PAPER_R_UNITS}_dense"] > 0)
+    df[M.PAPER_R_PERCENT] = 100.0 * df[M.PAPER_R_UNITS].where(finished) / dense_units
     return df
 
 
@@ -189,7 +130,7 @@ def group_summaries(cells: pd.DataFrame, metrics: Iterable[str] = SUMMARY_METRIC
                 finished=len(done),
                 failed=int((group["status"] == "failed").sum()),
                 missing=int((group["status"] == "missing").sum()),
-                metrics={m: summarize(done[m]) for m in metrics},
+                metrics={m: summarize(done[m], bounds=M.get(m).bounds) for m in metrics},
             )
         )
     out.sort(key=lambda g: (g.dataset, g.arch, method_order(g.method), operating_point_order(g.operating_point)))
@@ -198,7 +139,11 @@ def group_summaries(cells: pd.DataFrame, metrics: Iterable[str] = SUMMARY_METRIC
 
 @dataclass(frozen=True)
 class PairedTest:
-    """A baseline at the matched operating point against EDropout, paired by seed."""
+    """A baseline at the matched operating point against EDropout, paired by seed: baseline minus EDropout.
+
+    `p_holm` is Holm's adjustment over the family of every baseline tested against EDropout on the same
+    (dataset, arch, metric) (`family_size` p-values); `mde` is the minimum detectable difference at `n_pairs`
+    and the observed SD of the differences (`inference.min_detectable_difference`)."""
 
     dataset: str
     arch: str
@@ -210,6 +155,12 @@ class PairedTest:
     statistic: float | None = None
     p_value: float | None = None
     reason: str = ""  # why there is no p-value
+    ci_low: float | None = None
+    ci_high: float | None = None
+    sd_difference: float | None = None
+    mde: float | None = None
+    p_holm: float | None = None
+    family_size: int = 0
 
     @property
     def done(self) -> bool:
@@ -224,6 +175,19 @@ class PairedTest:
 TTEST_NAME = "paired t-test (scipy.stats.ttest_rel)"
 
 
+def _difference_fields(d: PairedDifference) -> dict:
+    return {
+        "mean_difference": d.mean,
+        "statistic": d.statistic,
+        "p_value": d.p_value,
+        "reason": d.reason,
+        "ci_low": d.ci_low,
+        "ci_high": d.ci_high,
+        "sd_difference": d.sd,
+        "mde": d.mde,
+    }
+
+
 def paired_test(
     baseline: pd.Series,
     reference: pd.Series,
@@ -233,55 +197,99 @@ def paired_test(
     method: str = "",
     metric: str = M.TOP1,
 ) -> PairedTest:
-    """ttest_rel of two seed-indexed series on their common seeds; n/a (with the reason) when undefined."""
+    """ttest_rel of two seed-indexed series on their common seeds, with the interval of the mean difference and
+    the minimum detectable difference; n/a (with the reason) when undefined. Holm's p is set by `paired_tests`."""
     pairs = pd.concat([baseline.rename("baseline"), reference.rename("reference")], axis=1, join="inner").dropna()
-    n = len(pairs)
-    base = {"dataset": dataset, "arch": arch, "method": method, "metric": metric, "test": TTEST_NAME, "n_pairs": n}
-    if n < 2:
-        return PairedTest(**base, reason=f"{n} seed pair{'s' if n != 1 else ''} (needs >= 2)")
-    diffs = (pairs["baseline"] - pairs["reference"]).to_numpy(dtype=float)
-    mean_diff = float(diffs.mean())
-    if np.ptp(diffs) == 0.0:
-        return PairedTest(
-            **base, mean_difference=mean_diff, reason=f"the {n} differences are all {mean_diff:+.4g} (zero variance)"
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_rel(pairs["baseline"], pairs["reference"])
-    if not (math.isfinite(result.pvalue) and math.isfinite(result.statistic)):
-        return PairedTest(**base, mean_difference=mean_diff, reason="test statistic undefined (near-zero variance)")
-    return PairedTest(
-        **base, mean_difference=mean_diff, statistic=float(result.statistic), p_value=float(result.pvalue)
+    difference = paired_difference(
+        pairs["baseline"].to_numpy(dtype=float),
+        pairs["reference"].to_numpy(dtype=float),
+        bounds=difference_bounds(M.get(metric).bounds),
     )
+    base = {"dataset": dataset, "arch": arch, "method": method, "metric": metric, "test": TTEST_NAME}
+    return PairedTest(**base, n_pairs=len(pairs), **_difference_fields(difference))
+
+
+def with_holm(tests: list, family: Iterable[str]) -> list:
+    """The tests (PairedTest or ControlComparison) with `p_holm` and `family_size` set, Holm-adjusted within each
+    group of equal `family` fields."""
+    family = list(family)
+    groups: dict[tuple, list[int]] = {}
+    for i, test in enumerate(tests):
+        groups.setdefault(tuple(getattr(test, f) for f in family), []).append(i)
+    out = list(tests)
+    for members in groups.values():
+        adjusted = holm([tests[i].p_value for i in members])
+        size = sum(p is not None for p in adjusted)
+        for i, p in zip(members, adjusted, strict=True):
+            out[i] = replace(tests[i], p_holm=p, family_size=size)
+    return out
+
+
+def edropout_points(cells: pd.DataFrame) -> pd.Series:
+    """Each cell's EDropout operating point ('' for the profile's default point; see `edropout_points`)."""
+    if "edropout_point" not in cells:
+        return pd.Series("", index=cells.index, dtype=object)
+    return cells["edropout_point"].fillna("").astype(str)
+
+
+PAPER_POINT = "p_init=0.5"  # the paper's default p_init: the EDropout point the paper's claims are checked at
+
+
+def paper_point(cells: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The cells as one EDropout operating point sees them: with several points (`edropout_points`), the
+    EDropout, control and matched cells of the paper's p_init (0.5; else the first point) keep their
+    plain operating point ('edropout', 'matched') and the other points' cells are left out. Returns the
+    cells and the point's name ('' when the study has one point)."""
+    points = edropout_points(cells)
+    named = sorted(p for p in points.unique() if p)
+    if not named:
+        return cells, ""
+    chosen = PAPER_POINT if PAPER_POINT in named else named[0]
+    keep = cells[(points == "") | (points == chosen)].copy()
+    keep["operating_point"] = keep["operating_point"].astype(str).str.replace(f"@{chosen}", "", regex=False)
+    keep["edropout_point"] = ""
+    return keep, chosen
+
+
+def _at(name: str, point: str) -> str:
+    return f"{name}@{point}" if point else name
 
 
 def paired_tests(cells: pd.DataFrame, metric: str = M.TOP1) -> dict[tuple[str, str, str], PairedTest]:
-    """Every baseline's `matched` cells against EDropout's own cells, per (dataset, arch, method)."""
+    """Every baseline's `matched` cells against EDropout's own cells, per (dataset, arch, method), with Holm's
+    p-values over the baselines of each (dataset, arch). With several EDropout points a baseline is paired
+    with EDropout at each point, under the name `method@point`."""
+    cells = cells.assign(_point=edropout_points(cells))
     done = cells[cells["status"] == "finished"]
     out = {}
-    for (dataset, arch, method), group in cells.groupby(["dataset", "arch", "method"], sort=False):
-        if method in (DENSE, EDROPOUT) or not (group["operating_point"] == MATCHED).any():
+    matched = cells[cells["operating_point"] == cells["_point"].map(lambda p: _at(MATCHED, p))]
+    for (dataset, arch, method, point), _ in matched.groupby(["dataset", "arch", "method", "_point"], sort=False):
+        if method in (DENSE, EDROPOUT):
             continue
-        same = done[(done["dataset"] == dataset) & (done["arch"] == arch)]
-        base = same[(same["method"] == method) & (same["operating_point"] == MATCHED)]
-        ref = same[(same["method"] == EDROPOUT) & (same["operating_point"] == EDROPOUT)]
+        same = done[(done["dataset"] == dataset) & (done["arch"] == arch) & (done["_point"] == point)]
+        base = same[(same["method"] == method) & (same["operating_point"] == _at(MATCHED, point))]
+        ref = same[(same["method"] == EDROPOUT) & (same["operating_point"] == _at(EDROPOUT, point))]
+        name = _at(method, point)
         test = paired_test(
             base.set_index("seed")[metric],
             ref.set_index("seed")[metric],
             dataset=dataset,
             arch=arch,
-            method=method,
+            method=name,
             metric=metric,
         )
         if ref.empty:
-            test = PairedTest(dataset, arch, method, metric, TTEST_NAME, 0, reason="no finished EDropout cell")
-        out[(dataset, arch, method)] = test
-    return out
+            test = PairedTest(dataset, arch, name, metric, TTEST_NAME, 0, reason="no finished EDropout cell")
+        out[(dataset, arch, name)] = test
+    return dict(zip(out, with_holm(list(out.values()), ["dataset", "arch", "metric"]), strict=True))
 
 
 @dataclass(frozen=True)
 class ControlComparison:
-    """A method against one of its controls on the same cells, paired by seed: method minus control."""
+    """A method against one of its controls on the same cells, paired by seed: method minus control.
+
+    `p_holm`: Holm over the family of every control of the same method on the same (dataset, arch, metric)
+    (`family_size` p-values); `mde`: the minimum detectable difference at `n_pairs` and the observed SD."""
 
     dataset: str
     arch: str
@@ -296,54 +304,54 @@ class ControlComparison:
     method_rate: float | None = None  # mean param pruning rate of the method's cells in the pairs
     control_rate: float | None = None
     reason: str = ""
+    sd_difference: float | None = None
+    mde: float | None = None
+    p_holm: float | None = None
+    family_size: int = 0
 
 
 def control_comparisons(cells: pd.DataFrame, metric: str = M.TOP1) -> list[ControlComparison]:
     """Every control (results.csv `control_of`) against its method's own-rate cells, per (dataset, arch):
-    the paired differences' mean with a t-interval (CONFIDENCE) and ttest_rel's p-value."""
+    the paired differences' mean with ttest_rel's interval (CONFIDENCE) and p-value, Holm's p over the controls of
+    the same method and (dataset, arch), and the minimum detectable difference."""
     if "control_of" not in cells:
         return []
+    cells = cells.assign(_point=edropout_points(cells))
     done = cells[cells["status"] == "finished"]
     out = []
     controls = cells[cells["control_of"].fillna("").astype(str) != ""]
-    for (dataset, arch, control), group in controls.groupby(["dataset", "arch", "method"], sort=True):
+    for (dataset, arch, control, point), group in controls.groupby(["dataset", "arch", "method", "_point"], sort=True):
         method = str(group["control_of"].iloc[0])
-        same = done[(done["dataset"] == dataset) & (done["arch"] == arch)]
-        own = same[(same["method"] == method) & (same["operating_point"] == method)].set_index("seed")
+        same = done[(done["dataset"] == dataset) & (done["arch"] == arch) & (done["_point"] == point)]
+        own = same[(same["method"] == method) & (same["operating_point"] == _at(method, point))].set_index("seed")
         ctl = same[same["method"] == control].set_index("seed")
         pairs = own.index.intersection(ctl.index)
-        base = {"dataset": dataset, "arch": arch, "method": method, "control": control, "metric": metric}
+        base = {"dataset": dataset, "arch": arch, "method": _at(method, point), "control": control, "metric": metric}
         if len(pairs) == 0:
             out.append(ControlComparison(**base, n_pairs=0, reason=f"no seed with both {method} and {control}"))
             continue
-        diffs = (own.loc[pairs, metric] - ctl.loc[pairs, metric]).to_numpy(dtype=float)
-        rates = {
-            "method_rate": float(own.loc[pairs, M.PARAM_PRUNING_RATE].mean()),
-            "control_rate": float(ctl.loc[pairs, M.PARAM_PRUNING_RATE].mean()),
-        }
-        summary = summarize(diffs)
-        p_value, reason = None, ""
-        if len(diffs) < 2:
-            reason = "1 seed pair (needs >= 2)"
-        elif np.ptp(diffs) == 0.0:
-            reason = "zero variance"
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                p_value = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+        d = paired_difference(
+            own.loc[pairs, metric].to_numpy(dtype=float),
+            ctl.loc[pairs, metric].to_numpy(dtype=float),
+            bounds=difference_bounds(M.get(metric).bounds),
+        )
+        reason = "zero variance" if d.sd == 0.0 else d.reason
         out.append(
             ControlComparison(
                 **base,
-                n_pairs=len(diffs),
-                mean_difference=float(diffs.mean()),
-                ci_low=summary.ci_low,
-                ci_high=summary.ci_high,
-                p_value=p_value,
+                n_pairs=d.n,
+                mean_difference=d.mean,
+                ci_low=d.ci_low,
+                ci_high=d.ci_high,
+                p_value=d.p_value,
+                method_rate=float(own.loc[pairs, M.PARAM_PRUNING_RATE].mean()),
+                control_rate=float(ctl.loc[pairs, M.PARAM_PRUNING_RATE].mean()),
                 reason=reason,
-                **rates,
+                sd_difference=d.sd,
+                mde=d.mde,
             )
         )
-    return out
+    return with_holm(out, ["dataset", "arch", "method", "metric"])
 
 
 def pareto_front(points: pd.DataFrame, x: str = M.EFFECTIVE_MAC_REDUCTION, y: str = M.TOP1_DROP) -> pd.Series:

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.core.config import flatten
 from benchmark.core.errors import UserError
+from benchmark.core.io import read_json
+from benchmark.core.paths import METRICS_FILE
 
 STATUSES = ("finished", "failed", "missing")
 REQUIRED_COLUMNS = ["cell", "method", "arch", "dataset", "seed", "operating_point", "status"]
@@ -69,3 +72,24 @@ def load_results(path: Path) -> pd.DataFrame:
             f"{row['dataset']}/{row['arch']} seed {row['seed']}"
         )
     return frame
+
+
+def with_config_fields(cells: pd.DataFrame, fields: list[str], root: Path) -> pd.DataFrame:
+    """`cells` with a column per config field (`train.epochs`, flattened as the config hash does), for the fields
+    results.csv does not carry: read from each finished cell's metrics.json under `root` (blank where absent)."""
+    missing = [f for f in fields if f not in cells]
+    if not missing or cells.empty:
+        return cells
+    out = cells.copy()
+    values: dict[str, list] = {f: [] for f in missing}
+    for _, row in out.iterrows():
+        config = {}
+        if row["status"] == "finished" and row.get("result_dir"):
+            metrics = read_json(Path(root) / row["result_dir"] / METRICS_FILE)
+            if isinstance(metrics, dict) and isinstance(metrics.get("config"), dict):
+                config = flatten(metrics["config"])
+        for field in missing:
+            values[field].append(config.get(field))
+    for field in missing:
+        out[field] = values[field]
+    return out

@@ -16,6 +16,7 @@ from benchmark.cell.plugins import get_method
 from benchmark.core.io import read_json
 from benchmark.core.paths import FAILED_FILE, METRICS_FILE, relative_to_root
 from benchmark.study.cells import Cell, dense_cells, method_cells
+from benchmark.study.latency import merge_latency
 from benchmark.study.profiles import Profile
 
 ID_COLUMNS = [
@@ -25,6 +26,7 @@ ID_COLUMNS = [
     "dataset",
     "seed",
     "operating_point",
+    "edropout_point",
     "granularity",
     "schedule",
     "tags",
@@ -48,6 +50,8 @@ def cell_row(cell: Cell) -> dict[str, Any]:
         "dataset": cfg.data.name,
         "seed": cfg.seed,
         "operating_point": cell.operating_point,
+        # the EDropout operating point an EDropout, control or matched cell belongs to ('' for the default)
+        "edropout_point": cell.operating_point.split("@", 1)[1] if "@" in cell.operating_point else "",
         "granularity": spec.granularity,
         "schedule": spec.schedule,
         "tags": " ".join(sorted(spec.tags)),
@@ -76,7 +80,11 @@ def cell_row(cell: Cell) -> dict[str, Any]:
 
 
 def study_rows(profile: Profile, results: Path) -> list[dict[str, Any]]:
-    return [cell_row(cell) for cell in dense_cells(profile, results) + method_cells(profile, results)]
+    # latency timed alone by the latency stage replaces the cell's own timings (taken beside training)
+    return [
+        merge_latency(cell_row(cell), results, cell)
+        for cell in dense_cells(profile, results) + method_cells(profile, results)
+    ]
 
 
 def write_results_csv(profile: Profile, results: Path, out: Path) -> dict[str, int]:

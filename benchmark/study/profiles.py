@@ -15,6 +15,7 @@ PROFILE_KEYS = {
     "archs",
     "methods",
     "operating_points",
+    "edropout_points",
     "seeds",
     "epochs",
     "finetune_epochs",
@@ -50,14 +51,34 @@ class Profile:
     finetune_epochs: int | None = None
     method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    edropout_points: list[dict[str, Any]] = field(default_factory=lambda: [{}])
 
-    def config(self, method: str, dataset: str, arch: str, seed: int) -> RunConfig:
+    def config(self, method: str, dataset: str, arch: str, seed: int, point: dict | None = None) -> RunConfig:
+        """The cell's config. A control starts from the settings of the method it controls; EDropout and
+        its controls take the EDropout operating point `point` (e.g. {'p_init': 0.3}) on top."""
+        from benchmark.cell.plugins import get_method
+
         cfg = RunConfig(method=method, seed=seed)
         cfg.data.name, cfg.model.arch, cfg.train.epochs = dataset, arch, self.epochs
         for key, value in self.overrides.items():
             set_value(cfg, key, value)
+        control_of = None if method == "dense" else get_method(method).control_of
+        if control_of is not None:
+            cfg.method_args.update(self.method_args.get(control_of, {}))
         cfg.method_args.update(self.method_args.get(method, {}))
+        if point and EDROPOUT in (method, control_of):
+            cfg.method_args.update(point)
         return cfg
+
+
+EDROPOUT = "edropout"
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """An EDropout operating point's name: 'p_init=0.3' ('' for the method's defaults)."""
+    return ",".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in point.items()
+    )
 
 
 def load_params(path: str | Path = PROJECT_ROOT / "params.yaml") -> dict[str, Any]:
@@ -114,6 +135,7 @@ def get_profile(params: dict[str, Any], name: str | None = None) -> Profile:
         raise UserError(f"params.yaml: profiles.{name}.finetune_epochs must be an integer >= 0, got {finetune!r}")
     profile.finetune_epochs = finetune
     profile.method_args = _method_args(name, raw.get("method_args") or {}, profile.methods)
+    profile.edropout_points = _edropout_points(name, raw.get("edropout_points", [{}]), profile)
     profile.executor = _executor(name, raw.get("executor") or {})
     for dataset in profile.datasets:
         data.get_spec(dataset)
@@ -176,6 +198,29 @@ def _method_args(profile: str, value: Any, methods: list[str]) -> dict[str, dict
             get_method(method).validate_args(dict(args))
         except UserError as exc:
             raise UserError(f"{key}.{method}: {exc}") from None
+    return value
+
+
+def _edropout_points(profile: str, value: Any, prof: Profile) -> list[dict[str, Any]]:
+    """EDropout's operating points: settings that move its rate (p_init), one EDropout cell each; its
+    controls and the `matched` cells follow every point."""
+    from benchmark.cell.plugins import get_method
+
+    key = f"params.yaml: profiles.{profile}.edropout_points"
+    if not isinstance(value, list) or not value or not all(isinstance(p, dict) for p in value):
+        raise UserError(f"{key} must be a non-empty list of EDropout settings, e.g. [{{p_init: 0.3}}], got {value!r}")
+    if value != [{}] and EDROPOUT not in prof.methods:
+        raise UserError(f"{key}: sweeps EDropout, so 'edropout' must be in profiles.{profile}.methods")
+    labels = [point_label(p) for p in value]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{key} lists a point twice: {value!r}")
+    for point in value:
+        if "sparsity" in point:
+            raise UserError(f"{key}: EDropout finds its own rate; move it with p_init, not sparsity")
+        try:
+            get_method(EDROPOUT).validate_args({**prof.method_args.get(EDROPOUT, {}), **point})
+        except UserError as exc:
+            raise UserError(f"{key}: {point_label(point)}: {exc}") from None
     return value
 
 

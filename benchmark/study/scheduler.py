@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.cell.runner import CellIdentity, identify, is_done, read_matched
+from benchmark.cell.plugins import get_method
+from benchmark.cell.runner import CellIdentity, identify, is_done, read_matched, read_twin
 from benchmark.core.errors import UserError
 from benchmark.core.io import read_json, write_json_atomic
 from benchmark.core.paths import FAILED_FILE, METRICS_FILE, results_root
@@ -131,26 +132,35 @@ class StudyLock:
         self.handle.close()
 
 
-def _with_matched_rate(cell: Cell) -> Cell:
-    """A 'matched' cell with EDropout's measured rate filled in from its result folder (`cell.after`).
+def _with_twin(cell: Cell) -> Cell:
+    """A cell that reads EDropout's result (`cell.after`) with what it needs filled in: a 'matched' cell
+    EDropout's measured rate, a `from_twin` method the metrics it names (e.g. `kept_per_group`).
 
     Resolved here, in the study process, so workers need neither the results folder nor its path.
     """
-    if cell.after is None or cell.config.method_args.get("sparsity") != "matched":
+    if cell.after is None:
         return cell
     cfg = copy.deepcopy(cell.config)
-    cfg.method_args["sparsity"], cfg.method_args["matched_from"] = read_matched(cell.after, cfg)
+    if cfg.method_args.get("sparsity") == "matched":
+        cfg.method_args["sparsity"], cfg.method_args["matched_from"] = read_matched(cell.after, cfg)
+    method = get_method(cfg.method)
+    if method.from_twin:
+        cfg.method_args.update(read_twin(cell.after, cfg, method))
     return dataclasses.replace(cell, config=cfg)
 
 
 def _check(cell: Cell) -> CellIdentity | None:
-    """Resolve and validate a cell now; a cell waiting for another is checked with a stand-in rate."""
+    """Resolve and validate a cell now; a cell waiting for another is checked with stand-in values
+    (rate 0.5 for 'matched', nothing yet for `from_twin` values)."""
     if cell.after is not None and not (cell.after / METRICS_FILE).is_file():
         stand_in = copy.deepcopy(cell.config)
-        stand_in.method_args["sparsity"] = 0.5
+        if stand_in.method_args.get("sparsity") == "matched":
+            stand_in.method_args["sparsity"] = 0.5
+        for key in get_method(stand_in.method).from_twin:
+            stand_in.method_args[key] = None
         identify(stand_in)
         return None
-    return identify(_with_matched_rate(cell).config)
+    return identify(_with_twin(cell).config)
 
 
 def check_split(metrics: dict, prepared: Path) -> None:
@@ -204,7 +214,7 @@ class _Study:
         self.stage, self.cells, self.executor, self.tracking = stage, cells, executor, tracking
         self.save_model, self.study_name, self.prepared = save_model, study_name, prepared
         self.outcome = StudyOutcome(total=len(cells))
-        self.waiting: list[Cell] = []  # 'matched' cells whose EDropout result is not there yet
+        self.waiting: list[Cell] = []  # cells whose EDropout result ('matched', `from_twin`) is not there yet
         self.todo: list[Cell] = []
         self.in_flight: dict[int, Cell] = {}
         self.status: dict[Path, str] = {}  # result folder -> 'finished' | 'failed' (this run)
@@ -222,7 +232,7 @@ class _Study:
             elif is_done(cell.out, ident):
                 self.outcome.skipped += 1
             else:
-                self.todo.append(_with_matched_rate(cell))
+                self.todo.append(_with_twin(cell))
         print(
             f"{self.stage}: {len(self.cells)} cells, {self.outcome.skipped} already done, "
             f"{len(self.todo) + len(self.waiting)} to run",
@@ -311,7 +321,7 @@ class _Study:
                 self.outcome.failed.append((cell.label, result["error"]))
                 self.progress.cell_done(cell, result, self.remaining)
                 continue
-            cell = _with_matched_rate(cell)
+            cell = _with_twin(cell)
             if is_done(cell.out, identify(cell.config)):
                 self.outcome.skipped += 1
                 top1 = read_json(cell.out / METRICS_FILE)["top1"]
