@@ -21,6 +21,7 @@ from benchmark.study.latency import (
     latency_jobs,
     latency_path,
     measure_networks,
+    median_error,
     repeat_pair,
     robust_cv,
     run_latency_stage,
@@ -153,6 +154,7 @@ def test_robust_cv_ignores_one_disturbed_round():
     calm = [10.0, 10.1, 9.9, 10.05, 9.95]
     assert robust_cv(calm + [40.0]) < 0.02 < robust_cv([10.0, 12.0, 8.0, 11.0, 9.0])
     assert math.isnan(robust_cv([10.0]))
+    assert median_error(calm * 4) == pytest.approx(median_error(calm) / 2)  # 4x the rounds: half the error
 
 
 def test_the_pipeline_times_after_the_cells_and_before_the_table():

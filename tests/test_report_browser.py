@@ -71,7 +71,7 @@ def test_report_html_renders_every_figure_and_table(tmp_path, browser):
     assert headers == ["claim", "source", "item", "method", "method", compared, compared, "cell"]
     results = [rows for (rows, cols), h in zip(tables, headers) if h == "method"]
     assert results == [8, 8]  # header + 7 method/operating point rows each
-    assert all(cols == 13 for (rows, cols), h in zip(tables, headers) if h == "method")
+    assert all(cols == 14 for (rows, cols), h in zip(tables, headers) if h == "method")
     assert [rows for (rows, cols), h in zip(tables, headers) if h == compared] == [3, 3]  # two matched baselines
     assert FAILED_CELL in browser.find_element("tag name", "body").text
     # nothing outside the page was requested

@@ -59,3 +59,18 @@ def test_the_report_shows_coverage_per_arch_and_every_noted_cell():
     assert notes[-1].rows == [["edropout/digits/regnety_002/seed1", "top-1 10.0% is at chance"]]
     assert "1 of 4 finished cells" in notes[0].text
     assert "No finished cell carries a status note" in status_note_blocks(cells.assign(status_notes=""))[0].text
+
+
+def test_the_report_says_where_each_speedup_came_from_and_which_are_untrusted():
+    from benchmark.report.coverage import latency_blocks
+
+    cells = pd.DataFrame(
+        [
+            {"cell": "a", "status": "finished", "latency_source": "latency stage", "latency_trusted": True},
+            {"cell": "b", "status": "finished", "latency_source": "in cell, beside training", "latency_trusted": False},
+        ]
+    )
+    blocks = latency_blocks(cells)
+    assert "1 from latency stage, 1 from in cell, beside training; 1 flagged untrusted" in blocks[0].text
+    assert blocks[1].rows == [["b", "in cell, beside training"]]
+    assert "not to be trusted" in latency_blocks(cells.drop(columns=["latency_source"]))[0].text

@@ -367,6 +367,7 @@ SUMMARY = (
     PAPER_R_PERCENT,
     EFFECTIVE_MAC_REDUCTION,
     LATENCY_SPEEDUP_B1,
+    TOTAL_TRAIN_EPOCHS,
     TRAIN_COST_SECONDS,
 )
 # Quantities a claim in claims.yaml may be checked on.

@@ -25,7 +25,7 @@ from benchmark.report.claims import CLAIMS_PATH, ClaimResult, check_claims, load
 from benchmark.report.claims_section import claims_blocks, verdict_counts
 from benchmark.report.comparisons import comparisons_blocks
 from benchmark.report.controls import controls_blocks
-from benchmark.report.coverage import coverage_blocks, status_note_blocks
+from benchmark.report.coverage import coverage_blocks, latency_blocks, status_note_blocks
 from benchmark.report.inference import HOLM_NAME, INTERVAL_NAME, MDE_NAME
 from benchmark.report.render import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown
 from benchmark.report.stats import (
@@ -265,6 +265,8 @@ def _blocks(cells, counts, claim_results, items, results: list[Block], tests, fi
         *coverage_blocks(cells),
         Heading("Cells with status notes"),
         *status_note_blocks(cells),
+        Heading("Latency measurements"),
+        *latency_blocks(cells),
         Heading("Figures"),
         *([Image(f.name, f.title, f.caption) for f in figures.figures] or [Text("No figures: no data to plot.")]),
     ]

@@ -64,3 +64,33 @@ def status_note_blocks(cells: pd.DataFrame) -> list[Block]:
         Text(f"{len(rows)} of {len(done)} finished cells carry a note; read their numbers with it."),
         Table(["cell", "note"], rows),
     ]
+
+
+def latency_blocks(cells: pd.DataFrame) -> list[Block]:
+    """Where each speed-up came from (the latency stage, alone, or the cell itself, beside training) and
+    which ones are flagged untrusted (spread above the stage's target when its time cap was hit)."""
+    done = cells[cells["status"] == "finished"]
+    if done.empty or "latency_source" not in done:
+        return [
+            Text(
+                "No latency-stage record in results.csv: every speed-up was timed inside its cell, beside "
+                "other training, and is not to be trusted."
+            )
+        ]
+    sources = done["latency_source"].fillna("none").value_counts()
+    trusted = done.get("latency_trusted", pd.Series(False, index=done.index)).astype(str).str.lower() == "true"
+    untrusted = done[~trusted]
+    text = (
+        f"Speed-ups of {len(done)} finished cells: "
+        + ", ".join(f"{n} from {source}" for source, n in sources.items())
+        + f"; {len(untrusted)} flagged untrusted."
+    )
+    blocks: list[Block] = [Text(text)]
+    if not untrusted.empty:
+        blocks.append(
+            Table(
+                ["cell", "latency source"],
+                [[r["cell"], _text(r["latency_source"])] for _, r in untrusted.head(30).iterrows()],
+            )
+        )
+    return blocks

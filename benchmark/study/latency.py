@@ -64,7 +64,7 @@ class Protocol:
     target_error: float = 0.025
     max_seconds: float = 2.0  # per cell (shared by its batch sizes), after min_rounds; stopping here: untrusted
     min_rounds: int = 10  # rounds before the spread is believed (and before the cap applies)
-    block_ms: float = 10.0  # each round runs a network for about this long (at least one pass)
+    block_ms: float = 10.0  # each round lasts about this long for the slower network (at least one pass each)
 
 
 def robust_cv(values: list[float]) -> float:

@@ -32,16 +32,20 @@ from benchmark.study.scheduler import run_study
 def table(cells: pd.DataFrame) -> str:
     """The comparisons as a Markdown table."""
     lines = [
-        "| dataset | arch | EDropout minus | pairs | mean (pp) | 95% CI (pp) | p | rate EDropout / control |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | arch | EDropout (point) minus | pairs | mean (pp) | 95% CI (pp) | MDE (pp) | p | p (Holm) |"
+        " rate EDropout / control |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in control_comparisons(cells):
         interval = "-" if c.ci_low is None else f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
         mean = "-" if c.mean_difference is None else f"{c.mean_difference:+.2f}"
         p_value = f"{c.p_value:.3g}" if c.p_value is not None else (c.reason or "-")
         rates = "-" if c.method_rate is None else f"{c.method_rate:.3f} / {c.control_rate:.3f}"
+        mde = "-" if c.mde is None else f"{c.mde:.2f}"
+        holm = "-" if c.p_holm is None else f"{c.p_holm:.3g}"
         lines.append(
-            f"| {c.dataset} | {c.arch} | {c.control} | {c.n_pairs} | {mean} | {interval} | {p_value} | {rates} |"
+            f"| {c.dataset} | {c.arch} | {c.method} - {c.control} | {c.n_pairs} | {mean} | {interval} | {mde} | "
+            f"{p_value} | {holm} | {rates} |"
         )
     return "\n".join(lines)
 
