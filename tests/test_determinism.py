@@ -5,7 +5,7 @@ import json
 
 from benchmark.cell.runner import TrackingSettings, run_cell
 from benchmark.study.cells import dense_cells, method_cells
-from benchmark.study.profiles import ExecutorSettings, get_profile
+from benchmark.study.profiles import ExecutorSettings, get_profile, load_params
 from benchmark.study.scheduler import run_study
 
 TIMING = ("seconds", "latency", "speedup", "finished_at", "mlflow_run_id", "git_commit", "matched_from", "twin_from")
@@ -28,33 +28,22 @@ def test_the_same_cell_twice_gives_identical_metrics(tmp_path, tiny_cfg):
     assert first["generations"] > 0 and first["top1"] > 0
 
 
-def test_one_and_two_workers_compute_the_same_study(tmp_path, monkeypatch):
-    params = {
-        "profiles": {
-            "d": {
-                "datasets": ["digits"],
-                "archs": ["test_resnet"],
-                "seeds": [0],
-                "epochs": 1,
-                "finetune_epochs": 1,
-                "methods": ["dense", "edropout", "l1_filter", "edropout_shuffled"],
-                "operating_points": [0.5, "matched"],
-                "set": {"data.input_size": 8, "measure.latency_repeats": 1, "measure.latency_batch_sizes": [1]},
-            }
-        }
-    }
-    profile = get_profile(params, "d")
+def test_one_and_two_workers_compute_the_same_smoke_study(tmp_path, monkeypatch):
+    """The shipped smoke profile (every method and control), once in one process and once with two workers."""
+    profile = get_profile(load_params(), "smoke")
     results = {}
     for name, executor in (("serial", ExecutorSettings(backend="serial")), ("two", ExecutorSettings(workers=2))):
         root = tmp_path / name
         monkeypatch.setenv("BENCHMARK_RESULTS", str(root))
+        monkeypatch.setenv("BENCHMARK_CHECKPOINTS", str(root / "checkpoints"))
         for stage, cells in (("dense", dense_cells(profile, root)), ("cells", method_cells(profile, root))):
             outcome = run_study(stage, cells, executor, TrackingSettings(enabled=False), lock_folder=root)
             assert outcome.failed == [], outcome.failed
         results[name] = {
             str(p.parent.relative_to(root)): _numbers(json.loads(p.read_text())) for p in root.rglob("metrics.json")
         }
-    assert len(results["serial"]) == 5 and results["serial"].keys() == results["two"].keys()
+    expected = len(dense_cells(profile, tmp_path)) + len(method_cells(profile, tmp_path))
+    assert len(results["serial"]) == expected and results["serial"].keys() == results["two"].keys()
     for cell, numbers in results["serial"].items():
         assert numbers == results["two"][cell], cell
 
