@@ -113,7 +113,6 @@ def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
             )
     except ValueError as exc:  # e.g. an architecture without prunable units
         raise UserError(f"edropout cannot prune {ctx.cfg.model.arch!r}: {exc}") from None
-    covered = coverage(ctx.model, ctrl.units)  # what this network lets EDropout prune, before training
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="EDropout patience")
         ctx.train(ctx.model, hooks=[_Search(ctrl)])
@@ -155,7 +154,7 @@ def run_edropout(ctx: CellContext, config: EDropoutConfig) -> MethodResult:
             M.SEARCHED_EPOCHS: ctrl.searched_epochs,
             "search_stop_reason": ctrl.stop_reason,
             "search": config.search,
-            **coverage_metrics(covered, notes),
+            **coverage_metrics(ctrl.coverage, notes),  # computed by the controller before training
             M.STATUS_NOTES: notes,
             # the final state's kept units per unit group (what the `scratch` and `shuffled` controls need)
             "kept_per_group": [int(part.sum()) for part in ctrl.units.split(ctrl.best)],
