@@ -25,6 +25,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edropout.deadline import ANALYSIS_SECONDS, AnalysisTimeout, time_limit
 from edropout.heads import attention_modules, head_group, unsupported_attention
 from edropout.layout import MaskedOutput, TensorSlice, UnitGroup, UnitLayout
 
@@ -275,25 +276,35 @@ def _filter_units(model: nn.Module, example_inputs: torch.Tensor, classifier: nn
 
 
 def find_units(
-    model: nn.Module, example_inputs: torch.Tensor, layout: str = "group", classifier: nn.Module | None = None
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    layout: str = "group",
+    classifier: nn.Module | None = None,
+    seconds: float | None = ANALYSIS_SECONDS,
 ) -> UnitLayout:
     """The prunable units of `model`.
 
-    Raises ValueError, with a one-line message that names the problem, when there are none or when
-    torch-pruning cannot trace the model: the caller can refuse the architecture before training.
+    Raises ValueError, with a one-line message that names the problem, when there are none, when
+    torch-pruning cannot trace the model, or when its analysis runs past `seconds` (it never ends
+    on some architectures; see `edropout.deadline`): the caller can refuse the architecture before
+    training.
     """
     classifier = classifier if classifier is not None else classifier_of(model)
     was_training = model.training
     model.eval()
     try:
-        if layout == "group":
-            units = _group_units(model, example_inputs, classifier)
-        else:
-            units = _filter_units(model, example_inputs, classifier)
+        with time_limit(seconds):
+            if layout == "group":
+                units = _group_units(model, example_inputs, classifier)
+            else:
+                units = _filter_units(model, example_inputs, classifier)
     except (RuntimeError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         problem = f"torch-pruning cannot trace its channel dependencies ({first})"
         raise ValueError(f"{type(model).__name__} cannot be pruned by EDropout: {problem}") from exc
+    except AnalysisTimeout as exc:
+        problem = f"{exc} (torch-pruning's group search does not terminate on some attention blocks)"
+        raise ValueError(f"{type(model).__name__} cannot be pruned by EDropout: {problem}") from None
     finally:
         model.train(was_training)
     if units.num_units == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 import timm
@@ -130,3 +131,43 @@ def test_a_family_with_nothing_prunable_is_refused_in_one_line():
     message = str(refused.value)
     assert "\n" not in message
     assert "ResNet has no prunable units for EDropout" in message and "GroupNorm" in message
+
+
+def test_an_architecture_whose_dependency_analysis_never_ends_is_refused_in_one_line_at_the_limit():
+    """torch-pruning's group search loops forever on timm's CoAtNet; EDropout refuses it at the limit."""
+    model = timm.create_model("test_coatnet", pretrained=False, num_classes=10, in_chans=1, img_size=SIZE)
+    start = time.monotonic()
+    with pytest.raises(ValueError) as refused:
+        find_units(model, _example(), seconds=2)
+    elapsed = time.monotonic() - start
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "cannot be pruned by EDropout" in message and "did not finish within 2 s" in message
+    assert elapsed < 10  # stopped at the limit, not at the end of an endless search
+
+
+def test_the_time_limit_restores_an_outer_timer_and_leaves_fast_analyses_alone():
+    """A per-cell timer armed by the caller keeps firing after the analysis; a quick analysis is untouched."""
+    import signal
+
+    from edropout.deadline import AnalysisTimeout, time_limit
+
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        model = timm.create_model("test_resnet", pretrained=False, num_classes=10, in_chans=1)
+        assert find_units(model, _example(), seconds=20).num_units > 0
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < left <= 30  # the outer timer is armed again with what it had left
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # an outer timer that fires first is not replaced
+        with time_limit(5):
+            time.sleep(0.5)
+        assert fired == [True]
+        with pytest.raises(AnalysisTimeout, match="within 0.2 s"):
+            with time_limit(0.2):
+                while True:
+                    sum(range(1000))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -24,6 +24,15 @@ def store(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One checkpoint store for the tests that only need some trained dense network (trained once)."""
+    root = tmp_path_factory.mktemp("shared")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCHMARK_CHECKPOINTS", str(root / "checkpoints"))
+        yield root
+
+
 def _cfg(method, **method_args):
     cfg = RunConfig(method=method)
     cfg.train.epochs, cfg.data.input_size = 2, 8
@@ -55,7 +64,8 @@ def test_the_dense_cell_fills_the_store(store):
     assert pruned["epochs"] == 1  # only the fine-tuning epoch ran in this cell
 
 
-def test_structured_results_carry_a_side_by_side_speed_comparison(store):
+def test_structured_results_carry_a_side_by_side_speed_comparison(shared):
+    store = shared
     m = _run(_cfg("l1_filter", sparsity=0.5), store, "l1")
     assert m["dense_macs"] > m["macs"] and m["mac_reduction"] == pytest.approx(m["dense_macs"] / m["macs"])
     assert m["latency_speedup_b1"] == pytest.approx(m["dense_latency_ms_b1"] / m["latency_ms_b1"])
@@ -102,7 +112,8 @@ def test_shuffled_masks_keep_each_layers_count():
     assert any(not torch.equal(masks[m], shuffled[m]) for m in masks)
 
 
-def test_variants_run_end_to_end(store):
+def test_variants_run_end_to_end(shared):
+    store = shared
     plain = _run(_cfg("global_magnitude", sparsity=0.5), store, "plain")
     for variant in ("shuffled", "reinit"):
         m = _run(_cfg("global_magnitude", sparsity=0.5, variant=variant), store, variant)

@@ -164,11 +164,20 @@ def _run_ids(repo: Path) -> dict[str, str]:
     }
 
 
+# Every method through the scheduler is tests/test_determinism.py's job (the whole smoke profile);
+# here DVC's caching and resume matter, so the smoke profile keeps one method of each kind: the dense
+# reference, EDropout and a control that reads it, a structured and an unstructured method (both rates).
+DVC_METHODS = ["dense", "edropout", "edropout_search_off", "random_structured", "global_magnitude"]
+
+
 def test_dvc_repro_runs_the_smoke_study_then_only_what_changed(repo_copy):
     set_active_profile(repo_copy / "params.yaml", "smoke")
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["profiles"]["smoke"]["methods"] = DVC_METHODS
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params))
     first = dvc(repo_copy, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    methods = {p.stem for p in (repo_copy / "baselines").glob("*.py") if not p.name.startswith("_")}  # one per file
+    methods = set(DVC_METHODS)
     discover()
     # one cell per own-rate method (dense, edropout, its controls); two (0.5 and matched) per method taking a rate
     expected = sum(2 if get_method(m).takes_sparsity else 1 for m in methods)

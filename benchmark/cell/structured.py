@@ -16,6 +16,7 @@ import torch_pruning as tp
 
 from benchmark.cell.measure import count_params
 from benchmark.core.errors import UserError
+from edropout.deadline import ANALYSIS_SECONDS, AnalysisTimeout, time_limit
 from edropout.units import classifier_of, find_units, shrink
 
 
@@ -44,7 +45,7 @@ def _apply_ratio(
     if prepare is not None:
         prepare(target)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), time_limit(ANALYSIS_SECONDS):
             if not final:  # torch-pruning's warnings once (for the real model), not at every bisection step
                 warnings.simplefilter("ignore")
             pruner = tp.pruner.MetaPruner(
@@ -58,6 +59,10 @@ def _apply_ratio(
                 round_to=round_to,
             )
             pruner.step()
+    except AnalysisTimeout as exc:  # its group search never ends on some attention blocks (CoAtNet, MaxViT)
+        raise UserError(
+            f"structured pruning cannot handle arch {arch!r}: {exc}; use an unstructured method or another arch"
+        ) from None
     except Exception as exc:
         # torch-pruning cannot trace or index some architectures (e.g. res2net's split, dpn's
         # dual-path concat): a limit of the arch for structured methods, not a bug to show as a traceback.
