@@ -171,3 +171,19 @@ def test_the_time_limit_restores_an_outer_timer_and_leaves_fast_analyses_alone()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_kept_per_group_reads_the_heads_an_attention_module_kept():
+    """Structured `shuffled` and EDropout's controls read widths per group; head groups have no root layer."""
+    from benchmark.cell.structured import kept_per_group
+    from edropout import shrink
+
+    dense = timm.create_model("test_vit", pretrained=False, num_classes=10, in_chans=1, img_size=SIZE)
+    pruned = copy.deepcopy(dense)
+    units = find_units(pruned, _example())
+    keep = torch.rand(units.num_units, generator=torch.Generator().manual_seed(0)) < 0.6
+    keep[units.offsets] = True  # at least one unit per group
+    shrink(pruned, _example(), units, keep)
+    _, counts = kept_per_group(dense, pruned, _example())
+    assert counts == [int(part.sum()) for part in units.split(keep)]
+    assert any(g.root is None for g in units.groups)  # the heads were part of it

@@ -135,11 +135,15 @@ def prune_structured(
 
 
 def kept_per_group(dense: nn.Module, pruned: nn.Module, example_inputs: torch.Tensor):
-    """For each channel group of `dense`, how many channels `pruned` kept (by the root layer's width)."""
+    """For each unit group of `dense`, how many units `pruned` kept (the root layer's width; heads for
+    the attention-head groups, which have no torch-pruning root)."""
     units = find_units(dense, example_inputs, "group")
     widths = {name: m for name, m in pruned.named_modules()}
     counts = []
     for group in units.groups:
+        if group.root is None:  # a unit group of its own kind: the heads of an attention module
+            counts.append(widths[group.name.removesuffix(".heads")].num_heads)
+            continue
         name = next(n for n, m in dense.named_modules() if m is group.root)
         root = widths[name]
         counts.append(root.out_channels if isinstance(root, nn.Conv2d) else root.out_features)
