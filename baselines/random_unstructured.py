@@ -33,7 +33,9 @@ def random_unstructured(ctx: CellContext) -> MethodResult:
     generator = torch.Generator().manual_seed(ctx.cfg.seed)
 
     def prune(model):
+        # drawn on the CPU (the same scores on every device), then moved to the weights' device
         scores = {m: torch.rand(m.weight.shape, generator=generator) for m in prunable_weights(model)}
+        scores = {m: s.to(m.weight.device) for m, s in scores.items()}
         apply_masks(masks_from_scores(scores, weights_to_remove(model, args.sparsity), "layer"))
 
     return post_training(ctx, args, "unstructured", prune)

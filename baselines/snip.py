@@ -52,8 +52,9 @@ def snip_scores(model: nn.Module, batches) -> dict[nn.Module, torch.Tensor]:
     layers = prunable_weights(probe)
     for param in probe.parameters():
         param.grad = None
+    device = next(probe.parameters()).device
     for x, y in batches:
-        nn.functional.cross_entropy(probe(x), y).backward()
+        nn.functional.cross_entropy(probe(x.to(device)), y.to(device)).backward()
     return {
         original: (layer.weight.grad * layer.weight).detach().abs()
         for original, layer in zip(prunable_weights(model), layers)

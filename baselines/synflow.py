@@ -59,7 +59,8 @@ def _flow(probe: nn.Module, layers: list[nn.Module], shape: torch.Size) -> list[
     """|dR/dw * w| for `layers` of the linearised `probe`, R = sum of its output on all-ones; None on overflow."""
     for param in probe.parameters():
         param.grad = None
-    flow = probe(torch.ones(shape, dtype=next(probe.parameters()).dtype)).sum()
+    first = next(probe.parameters())
+    flow = probe(torch.ones(shape, dtype=first.dtype, device=first.device)).sum()
     if not torch.isfinite(flow):
         return None
     flow.backward()

@@ -44,8 +44,9 @@ def gradient_pass(dataset, batches: int, batch_size: int, seed: int):
         was_training = model.training
         model.eval()
         model.zero_grad(set_to_none=True)
+        device = next(model.parameters()).device
         for x, y in data:
-            (nn.functional.cross_entropy(model(x), y) / len(data)).backward()
+            (nn.functional.cross_entropy(model(x.to(device)), y.to(device)) / len(data)).backward()
         model.train(was_training)
 
     return prepare

@@ -41,9 +41,10 @@ def channel_contributions(
     n, _, positions = patches.shape
     k = conv.kernel_size[0] * conv.kernel_size[1]
     patches = patches.view(n, conv.in_channels, k, positions)
-    pick_n = torch.randint(0, n, (samples,), generator=generator)
-    pick_pos = torch.randint(0, positions, (samples,), generator=generator)
-    pick_out = torch.randint(0, conv.out_channels, (samples,), generator=generator)
+    # drawn from the CPU generator (the same samples on every device), used where the inputs are
+    pick_n = torch.randint(0, n, (samples,), generator=generator).to(inputs.device)
+    pick_pos = torch.randint(0, positions, (samples,), generator=generator).to(inputs.device)
+    pick_out = torch.randint(0, conv.out_channels, (samples,), generator=generator).to(inputs.device)
     x = patches[pick_n, :, :, pick_pos]  # (samples, in_channels, k)
     w = conv.weight.detach().view(conv.out_channels, conv.in_channels, k)[pick_out]  # (samples, in_channels, k)
     return (x * w).sum(-1).T
@@ -54,7 +55,7 @@ def greedy_order(contributions: torch.Tensor) -> torch.Tensor:
     channels = contributions.shape[0]
     removed: list[int] = []
     left = list(range(channels))
-    total = torch.zeros(contributions.shape[1], dtype=contributions.dtype)
+    total = torch.zeros(contributions.shape[1], dtype=contributions.dtype, device=contributions.device)
     for _ in range(channels):
         errors = ((total[None, :] + contributions[left]) ** 2).sum(1)
         best = left[int(errors.argmin())]
@@ -85,7 +86,7 @@ class ThiNetImportance:
         model.eval()
         try:
             with torch.no_grad():
-                model(torch.cat(batches))
+                model(torch.cat(batches).to(next(model.parameters()).device))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -100,7 +101,7 @@ class ThiNetImportance:
                 parts.append(channel_contributions(module, self.inputs[module], self.samples, generator)[idxs])
         if not parts:
             return None  # no consumer conv to reconstruct (e.g. the classifier's input): torch-pruning skips it
-        order = greedy_order(torch.cat(parts, dim=1).double())
+        order = greedy_order(torch.cat(parts, dim=1).double()).cpu()
         scores = torch.empty(len(order))
         scores[order] = torch.arange(len(order), dtype=torch.float32)  # removed first = least important
         return scores

@@ -63,7 +63,7 @@ class Masker:
                     mask = torch.ones(self._states, channels)
                 mask = mask.clone()
                 mask[:, index] = mask[:, index] * bits.float()
-            self._masks[module] = (mask, dim)
+            self._masks[module] = (mask.to(_device_of(module)), dim)  # the bits stay on the CPU
 
     @staticmethod
     def _channel_count(module: nn.Module, dim: int) -> int:
@@ -87,3 +87,11 @@ class Masker:
             return output * mask.view(shape)
         grouped = output.view(states, output.shape[0] // states, *output.shape[1:])
         return (grouped * mask.view(states, *shape)).view(output.shape)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where `module` computes (its first parameter or buffer; the CPU for a module without either)."""
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

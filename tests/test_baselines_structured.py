@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch.utils.data import Subset
 
+from benchmark.cell.checkpoint import load_network
 from benchmark.cell.data import build_dataset
 from benchmark.cell.models import create_model
 from benchmark.cell.plugins import get_method
@@ -58,7 +59,7 @@ def dense(store):
     """The dense cell's metrics and its trained network (which also fills the checkpoint store)."""
     metrics = run_cell(_cfg("dense"), store / "dense", TrackingSettings(enabled=False), progress=False)
     (path,) = (store / "checkpoints").glob("dense-*.pt")
-    return metrics, torch.load(path, weights_only=False)
+    return metrics, load_network(path)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def cells(store, dense):
         if method not in done:
             cfg = _cfg(method, sparsity=0.5, finetune_epochs=1)
             metrics = run_cell(cfg, store / method, TrackingSettings(enabled=False), progress=False, save_model=True)
-            done[method] = metrics, torch.load(store / method / "model.pt", weights_only=False)
+            done[method] = metrics, load_network(store / method / "model.pt")
         return done[method]
 
     return run

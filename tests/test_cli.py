@@ -49,6 +49,7 @@ def test_run_writes_metrics_and_one_mlflow_run(tmp_path, mlflow_uri):
         *TINY_ARGS[2:],
         "--set",
         "measure.latency_batch_sizes=[1, 64]",
+        "--save-model",
     )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -65,15 +66,29 @@ def test_run_writes_metrics_and_one_mlflow_run(tmp_path, mlflow_uri):
     assert run.info.status == "FINISHED" and run.info.run_id == metrics["mlflow_run_id"]
     assert run.data.tags["method"] == "dense" and run.data.tags["config_hash"] == metrics["config_hash"]
     assert run.data.params["train.epochs"] == "2" and run.data.params["model.arch"] == "resnet18"
-    assert run.data.metrics["top1"] == pytest.approx(metrics["top1"])
+    assert run.data.metrics["final/top1"] == pytest.approx(metrics["top1"])
+    # where the result and the run are: the folder and the run's page in the MLflow UI
+    assert f"result: {out}\n" in proc.stderr
+    page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"MLflow run: {page}\n" in proc.stderr
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_uri)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1, 2]
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "config.json"} <= artifacts
+    assert {"metrics.json", "config.json", "model"} <= artifacts
+    # --save-model: the network as an MLflow model with its signature, loadable and computing the same logits
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import get_model_info
+
+    info = get_model_info(f"runs:/{run.info.run_id}/model")
+    assert info.flavors.keys() >= {"pytorch", "python_function"}
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 8, 8]
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model").eval()
+    assert loaded(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_yaml_config_then_set_overrides(tmp_path, mlflow_uri):
@@ -165,11 +180,49 @@ def test_list_piped_into_a_reader_that_stops_early_prints_no_traceback():
 
 def test_list_commands():
     methods = run_cli_here("list", "methods")
-    assert methods.returncode == 0 and methods.stdout.split()[0] == "dense"
+    header, first = methods.stdout.splitlines()[:2]
+    assert methods.returncode == 0 and header.split() == [
+        "METHOD",
+        "GRANULARITY",
+        "SCHEDULE",
+        "RATE",
+        "TAGS",
+        "CITATION",
+    ]
+    assert first.split()[0] == "dense"
     datasets = run_cli_here("list", "datasets").stdout
+    assert datasets.splitlines()[0].split() == ["DATASET", "DESCRIPTION"]
     for name in ("digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "flowers102", "imagefolder"):
         assert f"\n{name} " in "\n" + datasets
     archs = run_cli_here("list", "archs", "resnet1*").stdout.split()
     assert "resnet18" in archs and all(a.startswith("resnet1") for a in archs)
     bad = run_cli_here("list", "models")
     assert bad.returncode == 2 and "unknown list kind 'models'" in bad.stderr and "methods" in bad.stderr
+
+
+def test_one_entry_point_with_subcommands_and_help():
+    from benchmark.cli import _tools
+
+    top = run_cli_here("--help")
+    assert top.returncode == 0
+    for name in ("run", "list", "config", *_tools()):
+        assert f"    {name}" in top.stdout, name
+    for name in ("run", "list", "config"):
+        assert run_cli_here(name, "--help").returncode == 0
+    compare = run_cli_here("compare", "--help")  # a tool's own options, through the one entry point
+    assert compare.returncode == 0 and "--sparsity" in compare.stdout
+    bad = run_cli_here("compare", "--sparsity", "2")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_failed_run_leaves_no_output_folder(tmp_path, mlflow_uri, monkeypatch):
+    from tests.conftest import crashing_method
+
+    name = crashing_method(tmp_path / "plugins")
+    monkeypatch.setenv("PRUNING_BENCH_PLUGINS", str(tmp_path / "plugins"))
+    out = tmp_path / "new" / "cell"
+    proc = run_cli("run", "--method", name, "--arch", "test_resnet", "--out", str(out), *TINY_ARGS)
+    assert proc.returncode != 0 and "pruning step diverged" in proc.stderr
+    assert not out.exists()
+    (run,) = mlflow_runs(mlflow_uri)  # the failure is on record in MLflow, not on disk
+    assert run.info.status == "FAILED"

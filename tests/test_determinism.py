@@ -51,6 +51,7 @@ def test_one_and_two_workers_compute_the_same_smoke_study(tmp_path, monkeypatch)
 def test_a_post_training_cell_records_its_dense_start_and_a_rebuilt_one_is_identical(tmp_path, tiny_cfg, monkeypatch):
     import torch
 
+    from benchmark.cell.checkpoint import load_network
     from benchmark.cell.context import checkpoint_path, weights_digest
     from benchmark.cell.runner import identify, is_done
 
@@ -60,14 +61,14 @@ def test_a_post_training_cell_records_its_dense_start_and_a_rebuilt_one_is_ident
     cfg.method_args = {"sparsity": 0.5, "finetune_epochs": 1}
     first = run_cell(cfg, tmp_path / "a", TrackingSettings(enabled=False), progress=False)
     stored = checkpoint_path(identify(cfg).config)
-    assert first["dense_checkpoint"] == weights_digest(torch.load(stored, weights_only=False))
+    assert first["dense_checkpoint"] == weights_digest(load_network(stored))
     for path in (stored, stored.with_suffix(".json")):
         path.unlink()  # the dense network is rebuilt: identically, so the same cell gives the same numbers
     again = run_cell(cfg, tmp_path / "b", TrackingSettings(enabled=False), progress=False)
     assert _numbers(first) == _numbers(again)
     assert is_done(tmp_path / "a", identify(cfg))
     # a different dense network in the store: the cell that started from the old one is no longer done
-    model = torch.load(stored, weights_only=False)
+    model = load_network(stored)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     meta = stored.with_suffix(".json")

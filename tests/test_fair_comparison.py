@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,13 +167,23 @@ def _edropout_folder(results, seed: int = 0):
     return folder
 
 
-def _fake_edropout_result(results, rate=0.42) -> str:
-    folder = _edropout_folder(results)
+def _fake_edropout_result(results, rate=0.42, folder=None, **config) -> str:
+    """An EDropout result of the TINY_ARGS cell (its recorded config: `config` changes it) at `folder`."""
+    folder = folder or _edropout_folder(results)
     folder.mkdir(parents=True)
+    recorded = {"method": "edropout", "seed": 0, "data": {"name": "digits", "input_size": 8}, "model": {}}
+    recorded["model"]["arch"] = config.pop("arch", "resnet18")
+    recorded.update(config)
     path = folder / "metrics.json"
     path.write_text(
         json.dumps(
-            {"method": "edropout", "param_pruning_rate": rate, "config_hash": "feedbeef12345678", "status": "finished"}
+            {
+                "method": "edropout",
+                "param_pruning_rate": rate,
+                "config_hash": "feedbeef12345678",
+                "status": "finished",
+                "config": recorded,
+            }
         )
     )
     return str(folder.relative_to(results))  # results record it relative to the results root
@@ -202,6 +215,43 @@ def test_matched_sparsity_without_edropout_result_is_one_line_exit_2(tmp_path, m
     assert mlflow_runs(mlflow_uri) == []
 
 
+@pytest.mark.parametrize(
+    "recorded, problem",
+    [
+        ({"arch": "resnet50"}, "model.arch=resnet50, not resnet18"),
+        ({"seed": 1}, "seed=1, not 0"),
+        ({"method": "snip"}, "'snip' result, not EDropout's"),
+    ],
+)
+def test_matched_rate_from_another_cell_is_refused(recorded, problem, tmp_path):
+    """A rate named with matched_from is used only when it is EDropout's for this arch, dataset, seed and
+    settings; otherwise one line says what differs and the command that makes the right cell."""
+    folder = tmp_path / "results" / "elsewhere"
+    _fake_edropout_result(tmp_path / "results", folder=folder, **recorded)
+    args = ["--method", "global_magnitude", "--sparsity", "matched", "--set", f"method_args.matched_from={folder}"]
+    proc = run_cli_here("config", *args, *TINY_ARGS[:-1])
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert problem in proc.stderr and "--arch resnet18 --dataset digits --seed 0" in proc.stderr
+
+
+def test_matched_rate_error_gives_the_command_that_makes_the_right_cell(tmp_path, mlflow_uri):
+    """Running the command the error prints (a test_resnet cell at seed 1 and 1 epoch, not resnet18's
+    defaults) writes exactly the EDropout result the matched cell then reads."""
+    args = ["--arch", "test_resnet", "--seed", "1", *TINY_ARGS[:-1]]
+    first = run_cli_here("config", "--method", "global_magnitude", "--sparsity", "matched", *args)
+    assert first.returncode == 2, first.stderr
+    command = re.search(r"\((python -m benchmark run [^)]*)\)", first.stderr).group(1)
+    assert "--method edropout --arch test_resnet --dataset digits --seed 1" in command
+    assert "--set train.epochs=1" in command and "--set data.input_size=8" in command
+    made = run_cli_here(*shlex.split(command)[3:], "--quiet")
+    assert made.returncode == 0, made.stderr
+    then = run_cli_here("config", "--method", "global_magnitude", "--sparsity", "matched", *args)
+    assert then.returncode == 0, then.stderr
+    out = Path(shlex.split(command)[-1])
+    rate = json.loads((out / "metrics.json").read_text())["param_pruning_rate"]
+    assert json.loads(then.stdout)["config"]["method_args"]["sparsity"] == pytest.approx(rate)
+
+
 BAD_RATES = {
     "rate 1.0": (["--sparsity", "1.0"], ["1.0", "[0, 1)", "'matched'"]),
     "negative rate": (["--sparsity", "-0.1"], ["-0.1", "[0, 1)", "'matched'"]),
@@ -225,7 +275,11 @@ def test_bad_rates_and_variants_are_one_line_exit_2_and_leave_nothing(case, tmp_
 
 
 def test_structured_method_on_an_arch_torch_pruning_cannot_handle_is_one_line_exit_2(tmp_path, mlflow_uri):
-    """dpn68's dual-path concatenation defeats torch-pruning's dependency graph (TypeError inside it)."""
+    """dpn68's dual-path concatenation defeats torch-pruning's dependency graph (TypeError inside it).
+
+    The method declares itself structured with a target rate, so a dry run on the untrained network
+    refuses the arch before any training: no dense network is trained or stored, no run is opened.
+    """
     from benchmark.cli import build_parser, config_from_args
 
     argv = [
@@ -242,19 +296,13 @@ def test_structured_method_on_an_arch_torch_pruning_cannot_handle_is_one_line_ex
         "--set",
         "measure.latency_warmup=1",
     ]
-    # Put an (untrained) dense network into the checkpoint store, so the cell goes straight to pruning.
     cfg = identify(config_from_args(build_parser().parse_args(["config", *argv]))).config
-    path = checkpoint_path(cfg)
-    path.parent.mkdir(parents=True)
-    torch.save(models.create_model(cfg.model, 10, 1, 32), path)
-    path.with_suffix(".json").write_text(json.dumps({"train_seconds": 0.0}))
-
     out = tmp_path / "cell"
     proc = run_cli("run", *argv, "--quiet", "--out", str(out))
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "structured pruning cannot handle arch 'dpn68'" in lines[0] and "unstructured method" in lines[0]
-    assert not (out / "metrics.json").exists()
-    (run,) = mlflow_runs(mlflow_uri)  # it failed while running, so the run is on record as FAILED
-    assert run.info.status == "FAILED" and "dpn68" in run.data.tags["error"]
+    assert "arch 'dpn68'" in lines[0] and "unstructured method" in lines[0]
+    assert not out.exists()  # nothing half-written
+    assert not checkpoint_path(cfg).exists()  # refused before the dense network was trained
+    assert mlflow_runs(mlflow_uri) == []

@@ -9,6 +9,7 @@ import time
 import pytest
 import yaml
 
+from benchmark.cell.checkpoint import load_network
 from benchmark.core import metrics as M
 from benchmark.core.paths import METRICS_FILE, MODEL_FILE
 from benchmark.core.tracking import TrackingSettings
@@ -131,12 +132,10 @@ def test_results_rows_take_the_stage_numbers_or_flag_the_cell_timing(study):
 
 
 def test_a_spread_that_never_reaches_the_target_is_flagged_untrusted(study):
-    import torch
-
     profile, results = study
     (dense, _), (pruned, _) = latency_jobs(profile, results)
     shape = Shape.of(json.loads((pruned.out / METRICS_FILE).read_text()))
-    networks = [torch.load(c.out / MODEL_FILE, weights_only=False) for c in (pruned, dense)]
+    networks = [load_network(c.out / MODEL_FILE) for c in (pruned, dense)]
     start = time.perf_counter()
     values = measure_networks(*networks, shape, Protocol(target_error=0.0, max_seconds=0.2, block_ms=1.0))
     assert time.perf_counter() - start < 3

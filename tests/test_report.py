@@ -444,7 +444,7 @@ def test_report_builds_every_output_from_results_csv(study):
     assert "![Accuracy vs parameter pruning rate](figures/accuracy_vs_pruning.png)" in md
     assert "dataset kmnist not in this study (ran: digits)" in md
     assert not re.search(r"\bnan\b", md, re.IGNORECASE)
-    resnet18 = md.split("### digits / resnet18")[1].split("###")[0]
+    resnet18 = md.split("### digits / resnet18\n")[1].split("\n### ")[0]
     (line,) = [line for line in resnet18.splitlines() if line.startswith("| global_magnitude | matched |")]
     assert "| 3/3 |" in line and "| 99.90 ± 0.10 [99.65, 100.00] |" in line  # top-5's interval stops at 100
     (line,) = [line for line in resnet18.splitlines() if line.startswith("| edropout | edropout |")]
@@ -561,3 +561,113 @@ def test_report_stage_writes_into_reports(tmp_path, monkeypatch, capsys):
     stage.main([])
     assert "40 finished, 1 failed, 1 missing" in capsys.readouterr().out
     assert (tmp_path / "reports" / "report.html").is_file() and (tmp_path / "reports" / "figures").is_dir()
+
+
+# --- figures, DVC metrics and plots ----------------------------------------------------------------------------
+
+
+def _collapsed_study() -> list[dict]:
+    """The test study plus synflow at 0.5 on resnet18 only, collapsed to chance (a drop of ~88 pp)."""
+    rows = study_rows()
+    for seed in SEEDS:
+        dense = DENSE_TOP1["resnet18"][seed]
+        rows.append(_row("synflow", "digits", "resnet18", seed, "0.5", "unstructured", dense - 88.0, 0.5))
+    return rows
+
+
+def test_figures_keep_legends_off_titles_and_a_collapsed_method_off_the_axes(tmp_path, monkeypatch):
+    """Drawn with matplotlib's renderer: the figure legend overlaps no title and no panel; the collapsed method
+    is left out of its panel's y-range, drawn at the edge and named in the notes; the other panel is untouched."""
+    from benchmark.report import figures
+
+    seen: dict[str, dict] = {}
+    save = figures.save_figure
+
+    def measure_then_save(fig, out_dir, name):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        seen[name] = {
+            "legends": [legend.get_window_extent(renderer) for legend in fig.legends],
+            "titles": [t.get_window_extent(renderer) for t in [fig._suptitle, *(ax.title for ax in panels)] if t],
+            "panels": [ax.get_window_extent(renderer) for ax in panels],
+            "ylim": {ax.get_title(): ax.get_ylim() for ax in panels},
+        }
+        save(fig, out_dir, name)
+
+    monkeypatch.setattr(figures, "save_figure", measure_then_save)
+    csv = write_study(tmp_path, _collapsed_study())
+    cells = _cells(csv)
+    drawn = figures.make_figures(cells, group_summaries(cells), tmp_path / "figures", tmp_path)
+    assert {"accuracy_vs_pruning.png", "drop_vs_macs.png", "speedup_vs_macs.png"} <= {f.name for f in drawn.figures}
+    for name in ("accuracy_vs_pruning.png", "drop_vs_macs.png", "speedup_vs_macs.png"):
+        (legend,) = seen[name]["legends"]
+        for box in seen[name]["titles"] + seen[name]["panels"]:
+            assert not legend.overlaps(box), (name, legend, box)
+
+    marked = [note for note in drawn.notes if "off the scale" in note]
+    assert len(marked) == 2 and all("digits / resnet18: synflow off the scale" in note for note in marked), marked
+    low, high = seen["drop_vs_macs.png"]["ylim"]["digits / resnet18"]
+    assert 3.0 < high < 20.0 and low < 0.0  # every other drop (0-3 pp) shown; synflow's 88 pp left out
+    low, high = seen["accuracy_vs_pruning.png"]["ylim"]["digits / resnet18"]
+    assert 80.0 < low < 95.0 < high  # synflow's ~10% top-1 left out
+    other = seen["drop_vs_macs.png"]["ylim"]["digits / resnet10t"]
+    assert other[1] < 20.0  # and no mark on the panel without a collapsed method
+
+
+def test_flat_dvc_metrics_and_per_method_plots_render_with_dvc(study, tmp_path):
+    """reports/metrics/ holds flat files that `dvc metrics show` reads as one row per (dataset, arch, method)
+    and one column per operating point; `dvc plots show` colours the trade-off plots by method."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT, dvc
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    assert dvc(repo, "init", "-q").returncode == 0
+    for name in ("dvc.yaml", "params.yaml", ".dvc/plots/by_method.json"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, repo / name)
+    root = study.parent.parent
+    build_report(study, repo / "reports", "Test report", root=root)
+
+    cells = _cells(study)
+    expected = {
+        (g.arch, g.method, g.operating_point): round(g.metrics["top1"].mean, 2)
+        for g in group_summaries(cells)
+        if g.metrics["top1"].mean is not None
+    }
+    shown = dvc(repo, "metrics", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    files = json.loads(shown.stdout)[""]["data"]
+    assert files["reports/metrics/cells.json"]["data"] == {"finished": 40, "failed": 1, "missing": 1}
+    gm = files["reports/metrics/digits/resnet18/global_magnitude.json"]["data"]
+    assert gm == {
+        "0.5": expected[("resnet18", "global_magnitude", "0.5")],
+        "matched": expected[("resnet18", "global_magnitude", "matched")],
+    }
+    assert files["reports/metrics/digits/resnet18/edropout.json"]["data"] == {
+        "matched": expected[("resnet18", "edropout", "edropout")]  # EDropout's own cell: the rate matched to
+    }
+    assert files["reports/metrics/digits/resnet10t/dense.json"]["data"] == {
+        "dense": expected[("resnet10t", "dense", "dense")]
+    }
+    for entry in files.values():  # flat: a table of numbers, no nesting
+        assert all(isinstance(v, (int, float)) for v in entry["data"].values())
+    table = dvc(repo, "metrics", "show")
+    assert table.returncode == 0 and max(map(len, table.stdout.splitlines())) < 120, table.stdout
+
+    plots = dvc(repo, "plots", "show", "--json")
+    assert plots.returncode == 0, plots.stderr
+    data = json.loads(plots.stdout)["data"]
+    assert set(data) == {"top1_drop_vs_pruning_rate", "top1_drop_vs_mac_reduction"}
+    for (plot,) in data.values():
+        spec = plot["content"]
+        assert spec["spec"]["encoding"]["color"]["field"] == "method"
+        assert spec["facet"]["column"]["field"] == "arch"
+        methods = {row["method"] for row in spec["data"]["values"]}
+        assert methods == set(cells.loc[cells["status"] == "finished", "method"])
+        series = {(r["arch"], r["method"], r["operating_point"]) for r in spec["data"]["values"]}
+        assert len(series) == len(spec["data"]["values"])  # one point per method and operating point

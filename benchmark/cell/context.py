@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from benchmark.cell.checkpoint import NotLoadable, load_network, save_network
 from benchmark.cell.data import DatasetBundle
+from benchmark.cell.device import model_device
 from benchmark.cell.measure import evaluate
-from benchmark.cell.training import EpochStats, Hooks, ProgressStyle, make_loader, train
+from benchmark.cell.training import Diverged, EpochStats, Hooks, ProgressStyle, make_loader, train
 from benchmark.core.config import RunConfig, config_hash
 from benchmark.core.errors import UserError
 from benchmark.core.io import write_json_atomic
@@ -52,20 +54,23 @@ class CellContext:
         def log(stats: EpochStats, extra: dict[str, float]) -> None:
             self.tracker.log_metrics({**stats.as_metrics(), **extra}, step=offset + stats.epoch)
 
-        history = train(
-            model,
-            self.bundle.train,
-            self.bundle.val,
-            self.cfg.train,
-            self.cfg.seed + offset,
-            self.bundle.num_classes,
-            epochs=epochs,
-            hooks=hooks,
-            on_epoch=log,
-            progress=self.progress,
-            desc=desc,
-            num_workers=self.cfg.data.num_workers,
-        )
+        try:
+            history = train(
+                model,
+                self.bundle.train,
+                self.bundle.val,
+                self.cfg.train,
+                self.cfg.seed + offset,
+                self.bundle.num_classes,
+                epochs=epochs,
+                hooks=hooks,
+                on_epoch=log,
+                progress=self.progress,
+                desc=desc,
+                num_workers=self.cfg.data.num_workers,
+            )
+        except Diverged as exc:  # counted over the whole cell, not this training phase
+            raise Diverged(offset + exc.epoch, exc.what) from None
         self.epochs_trained += len(history)
         self.history.extend(history)
         return history
@@ -92,11 +97,11 @@ class CellContext:
         epochs = epochs or self.cfg.train.epochs
         path = checkpoint_path(self.cfg, epochs)
         meta = path.with_suffix(".json")
-        if path.is_file() and meta.is_file():
-            record = json.loads(meta.read_text())
+        stored = _read_stored(path, meta)
+        if stored is not None:
+            record, model = stored
             self.dense_seconds = record["train_seconds"]
             self.dense_epochs = epochs
-            model = torch.load(path, weights_only=False)
             self.dense_checkpoint = record.get("digest") or weights_digest(model)
             return model
         start = time.perf_counter()
@@ -110,9 +115,8 @@ class CellContext:
         epochs = epochs or self.cfg.train.epochs
         path = checkpoint_path(self.cfg, epochs)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(model, tmp)
-        os.replace(tmp, path)
+        bundle = self.bundle
+        save_network(model, path, self.cfg.model, bundle.num_classes, bundle.in_chans, bundle.input_size)
         self.dense_checkpoint = weights_digest(model)
         record = {"train_seconds": seconds, "digest": self.dense_checkpoint, "config": self.cfg.to_dict()}
         write_json_atomic(path.with_suffix(".json"), record)
@@ -121,14 +125,32 @@ class CellContext:
     def example_inputs(self) -> torch.Tensor:
         """One input of the dataset's shape (for tracing dependency graphs)."""
         size = self.bundle.input_size
-        return torch.zeros(1, self.bundle.in_chans, size, size)
+        return torch.zeros(1, self.bundle.in_chans, size, size, device=model_device(self.model))
 
     def evaluate(self, model: nn.Module, split: str = "test") -> dict[str, float]:
         dataset = {"test": self.bundle.test, "val": self.bundle.val}[split]
         loader = make_loader(
-            dataset, self.cfg.train.eval_batch_size, shuffle=False, seed=0, num_workers=self.cfg.data.num_workers
+            dataset,
+            self.cfg.train.eval_batch_size,
+            shuffle=False,
+            seed=0,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=model_device(model).type == "cuda",
         )
-        return evaluate(model, loader, self.bundle.num_classes)
+        return evaluate(model, loader, self.bundle.num_classes, self.cfg.train.precision, self.cfg.train.channels_last)
+
+
+def _read_stored(path: Path, meta: Path) -> tuple[dict, nn.Module] | None:
+    """The stored dense network and its record; None when there is none, or the file is not one this
+    version wrote (an old whole-module pickle, a planted file): then it is trained again and replaced."""
+    if not (path.is_file() and meta.is_file()):
+        return None
+    try:
+        record = json.loads(meta.read_text())
+        return record, load_network(path)
+    except (OSError, ValueError, NotLoadable) as exc:
+        print(f"dense checkpoint {path} not used, training it again: {exc}", file=sys.stderr)
+        return None
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -25,16 +25,27 @@ LIBRARIES = (PROJECT_ROOT / "edropout",)
 
 def fingerprint_files(method: MethodSpec, dataset: DatasetSpec) -> list[Path]:
     """Every file a cell of `method` on `dataset` depends on, in a fixed order."""
-    families = {Path(spec.source).resolve() for spec in map(DATASETS.get, DATASETS.names()) if spec.source}
-    shared = [p for p in sorted(CELL_LAYER.rglob("*.py")) if p.resolve() not in families]
-    files = shared + [p for root in LIBRARIES for p in sorted(root.rglob("*.py"))]
+    sources = tuple(spec.source for spec in map(DATASETS.get, DATASETS.names()) if spec.source)
+    common, resolved = _common_files(sources)
+    files = list(common)
     owns = [dataset.source, method.source]
     if method.control_of is not None and method.control_of in METHODS:  # a control runs its method's code
         owns.append(METHODS.get(method.control_of).source)
     for own in owns:
-        if own and Path(own).is_file() and Path(own).resolve() not in {f.resolve() for f in files}:
+        if own and Path(own).is_file() and Path(own).resolve() not in resolved:
             files.append(Path(own))
+            resolved = resolved | {Path(own).resolve()}
     return files
+
+
+@functools.lru_cache(maxsize=16)
+def _common_files(family_sources: tuple[str, ...]) -> tuple[tuple[Path, ...], frozenset[Path]]:
+    """The cell layer's files but the dataset families' own, then the libraries' (and their resolved paths):
+    the same for every cell of a study, so listed once per process (the code does not change under it)."""
+    families = {Path(source).resolve() for source in family_sources}
+    shared = [p for p in sorted(CELL_LAYER.rglob("*.py")) if p.resolve() not in families]
+    files = tuple(shared + [p for root in LIBRARIES for p in sorted(root.rglob("*.py"))])
+    return files, frozenset(f.resolve() for f in files)
 
 
 def code_fingerprint(method: MethodSpec, dataset: DatasetSpec) -> str:

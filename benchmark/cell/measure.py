@@ -1,7 +1,8 @@
-"""Measurement of a trained network: size, the paper's kept units, MACs, CPU latency, accuracy."""
+"""Measurement of a trained network: size, the paper's kept units, MACs, CPU (and GPU) latency, accuracy."""
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import statistics
@@ -75,26 +76,56 @@ def paper_r_percent(model: nn.Module, dense: nn.Module) -> float:
     return 100.0 * paper_r_units(model) / paper_r_units(dense, count_zero=True)
 
 
+def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, int]:
+    """MACs of every conv and linear layer in one forward pass of `example`, from their output shapes
+    (a linear layer on (B, N, C) tokens counts all N tokens): what sparsity scales, for every family."""
+    counts: dict[nn.Module, int] = {}
+
+    def hook(module: nn.Module, _inputs, output) -> None:
+        if isinstance(module, nn.Linear):
+            per_output = module.in_features
+        else:
+            per_output = (module.in_channels // module.groups) * int(math.prod(module.kernel_size))
+        counts[module] = counts.get(module, 0) + output.numel() * per_output
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
 def count_macs(model: nn.Module, in_chans: int, input_size: int, nonzero: bool = False) -> int:
     """Multiply-accumulates of one forward pass at batch 1, counted by torch-pruning's op counter.
 
+    torch-pruning leaves some layers' counts empty (None: the linear layers of ViT/DeiT/Mixer token
+    blocks); their MACs come from `layer_macs` (output shape x fan-in), so every timm family is counted.
     With `nonzero`, each conv/linear layer's MACs are scaled by the fraction of its weights that are
     not zero: the theoretical cost of an unstructured sparse network (what sparse kernels could reach).
     """
-    example = torch.zeros(1, in_chans, input_size, input_size)
+    from benchmark.cell.device import model_device
+
+    example = torch.zeros(1, in_chans, input_size, input_size, device=model_device(model))
     was_training = model.training
     model.eval()
     try:
         macs, _, per_layer, _ = tp.utils.count_ops_and_params(model, example, layer_wise=True)
+        shapes = layer_macs(model, example) if nonzero or macs is None else {}
     finally:
         model.train(was_training)
+    if macs is None:
+        macs = sum(shapes.values())
     if not nonzero:
         return int(macs)
-    for module, layer_macs in per_layer.items():
+    for module, layer in per_layer.items():
         weight = getattr(module, "weight", None)
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and weight is not None:
             density = float(torch.count_nonzero(weight)) / weight.numel()
-            macs -= layer_macs * (1.0 - density)
+            macs -= (shapes.get(module, 0) if layer is None else layer) * (1.0 - density)
     return int(round(macs))
 
 
@@ -135,6 +166,38 @@ def latency_ms(model: nn.Module, in_chans: int, input_size: int, batch_size: int
     return 1000.0 * statistics.median(times)
 
 
+GPU_LATENCY = "gpu_latency_ms_b{}"  # metrics.json key of the GPU figure, beside the CPU latency
+
+
+@torch.inference_mode()
+def gpu_latency_ms(
+    model: nn.Module, in_chans: int, input_size: int, batch_size: int, warmup: int, repeats: int
+) -> float:
+    """Median GPU time in milliseconds of one forward pass, timed with CUDA events after a synchronize
+    (the model is on its CUDA device; the CPU figure `latency_ms` is measured separately, on the CPU)."""
+    from benchmark.cell.device import model_device
+
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    x = torch.randn(batch_size, in_chans, input_size, input_size, device=device)
+    try:
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            model(x)
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
+
+
 def measure_model(model: nn.Module, in_chans: int, input_size: int, cfg: MeasureConfig) -> dict[str, float | int]:
     """Everything about the network itself that the report compares, in one flat dict."""
     out: dict[str, float | int] = {}
@@ -143,18 +206,32 @@ def measure_model(model: nn.Module, in_chans: int, input_size: int, cfg: Measure
     out[M.MACS] = count_macs(model, in_chans, input_size)
     out[M.MACS_NONZERO] = count_macs(model, in_chans, input_size, nonzero=True)
     out[M.MODEL_BYTES] = serialized_bytes(model)
+    from benchmark.cell.device import model_device
+
+    device = model_device(model)
+    if device.type == "cuda":
+        for batch in cfg.latency_batch_sizes:
+            out[GPU_LATENCY.format(batch)] = gpu_latency_ms(
+                model, in_chans, input_size, batch, cfg.latency_warmup, cfg.latency_repeats
+            )
+    cpu_model = model if device.type == "cpu" else copy.deepcopy(model).cpu()  # CPU latency stays comparable
     with torch_threads(cfg.threads) as threads:
         out[M.LATENCY_THREADS] = threads
         for batch in cfg.latency_batch_sizes:
             out[M.latency_ms(batch)] = latency_ms(
-                model, in_chans, input_size, batch, cfg.latency_warmup, cfg.latency_repeats
+                cpu_model, in_chans, input_size, batch, cfg.latency_warmup, cfg.latency_repeats
             )
     return out
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, num_classes: int) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy, in eval mode."""
+def evaluate(
+    model: nn.Module, loader: DataLoader, num_classes: int, precision: str = "fp32", channels_last: bool = False
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy, in eval mode, on the model's device."""
+    from benchmark.cell.device import autocast, model_device, to_device
+
+    device = model_device(model)
     was_training = model.training
     model.eval()
     k = min(5, num_classes)
@@ -162,7 +239,10 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int) -> dict[str
     seen = 0
     try:
         for x, y in loader:
-            logits = model(x)
+            x, y = to_device(x, device, channels_last), to_device(y, device)
+            with autocast(device, precision):
+                logits = model(x)
+            logits = logits.float()
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             top1, top5 = accuracy(logits, y, topk=(1, k))
             correct1 += float(top1) * len(y) / 100.0

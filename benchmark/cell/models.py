@@ -58,6 +58,24 @@ def resolve_small_input(cfg: ModelConfig, input_size: int, model: nn.Module) -> 
     return cfg.small_input
 
 
+@functools.cache
+def takes_img_size(arch: str) -> bool:
+    """Whether timm builds `arch` for a given input size (`img_size`: ViT, DeiT, Mixer, Swin, ...). Asked on
+    the meta device (no memory, no random numbers drawn), once per arch."""
+    with torch.device("meta"):
+        try:
+            timm.create_model(arch, pretrained=False, num_classes=2, img_size=64)
+        except TypeError:  # the arch's constructor has no img_size: it takes any size (CNNs)
+            return False
+        except Exception:  # noqa: BLE001 - it takes img_size but not 64 (e.g. a window size); still sized
+            return True
+    return True
+
+
+def _size_kwargs(arch: str, input_size: int) -> dict:
+    return {"img_size": input_size} if takes_img_size(arch) else {}
+
+
 def probe(cfg: ModelConfig, in_chans: int, input_size: int) -> bool:
     """Check that `cfg.arch` exists and runs at `input_size`; return the resolved `small_input`.
 
@@ -72,7 +90,9 @@ def _probe(arch: str, small_input: bool | None, in_chans: int, input_size: int) 
     cfg = ModelConfig(arch=arch, small_input=small_input)
     check_arch(cfg.arch)
     with torch.device("meta"):
-        model = timm.create_model(cfg.arch, pretrained=False, num_classes=2, in_chans=in_chans)
+        model = timm.create_model(
+            cfg.arch, pretrained=False, num_classes=2, in_chans=in_chans, **_size_kwargs(cfg.arch, input_size)
+        )
         small = resolve_small_input(cfg, input_size, model)
         if small:
             apply_small_input_stem(model)
@@ -89,10 +109,16 @@ def _probe(arch: str, small_input: bool | None, in_chans: int, input_size: int) 
 
 
 def create_model(cfg: ModelConfig, num_classes: int, in_chans: int, input_size: int) -> nn.Module:
-    """A freshly initialised timm model (no pretrained weights: nothing is downloaded)."""
+    """A freshly initialised timm model (no pretrained weights: nothing is downloaded), built for `input_size`
+    where the arch has a fixed input size."""
     check_arch(cfg.arch)
     model = timm.create_model(
-        cfg.arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate
+        cfg.arch,
+        pretrained=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=cfg.drop_rate,
+        **_size_kwargs(cfg.arch, input_size),  # ViT/DeiT/Mixer: built for the study's input size
     )
     if resolve_small_input(cfg, input_size, model):
         apply_small_input_stem(model)

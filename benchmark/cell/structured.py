@@ -17,12 +17,30 @@ import torch_pruning as tp
 from benchmark.cell.measure import count_params
 from benchmark.core.errors import UserError
 from edropout.deadline import ANALYSIS_SECONDS, AnalysisTimeout, time_limit
+from edropout.heads import attention_modules
 from edropout.units import classifier_of, find_units, shrink
+
+MAX_CHANNEL_RATIO = 0.95  # torch-pruning's max_pruning_ratio: every group keeps at least 5% of its channels
 
 
 def _prunable_layers(model: nn.Module) -> list[nn.Module]:
     head = classifier_of(model)
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
+
+
+def ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers whose output channels structured pruning leaves alone: the classifier, and the qkv
+    and proj layers of every attention module (timm's ViT/DeiT).
+
+    timm's Attention reshapes qkv's output by its fixed `num_heads` and `head_dim`, so its channels
+    cannot go one by one, and proj writes into the embedding (residual) stream, which every block, the
+    position embedding and the class token share. torch-pruning skips every group that would cut an
+    ignored layer's outputs, so in a transformer block only the MLP's hidden units (fc1's outputs with
+    fc2's inputs) are pruned; that removal is exact and the network keeps running."""
+    ignored = [classifier_of(model)]
+    for qkv, name in attention_modules(model).items():
+        ignored += [qkv, model.get_submodule(name).proj]
+    return [m for m in ignored if m is not None]
 
 
 def _arch_name(model: nn.Module) -> str:
@@ -54,8 +72,8 @@ def _apply_ratio(
                 importance=importance,
                 pruning_ratio=ratio,
                 global_pruning=global_pruning,
-                max_pruning_ratio=0.95,
-                ignored_layers=[classifier_of(target)],
+                max_pruning_ratio=MAX_CHANNEL_RATIO,
+                ignored_layers=ignored_layers(target),
                 round_to=round_to,
             )
             pruner.step()
@@ -115,7 +133,7 @@ def prune_structured(
         target.train(was_training)
         return 1.0 - count_params(target)["params"] / total
 
-    lo, hi, best = 0.0, 0.95, (math.inf, 0.0, 0.0)  # (distance, ratio, rate)
+    lo, hi, best = 0.0, MAX_CHANNEL_RATIO, (math.inf, 0.0, 0.0)  # (distance, ratio, rate)
     for _ in range(16):
         mid = (lo + hi) / 2
         rate = apply(copy.deepcopy(model), mid)
@@ -124,14 +142,61 @@ def prune_structured(
         if abs(rate - sparsity) <= tolerance:
             break
         lo, hi = (mid, hi) if rate < sparsity else (lo, mid)
-    # Rounding widths to a multiple makes the reachable rates coarser; allow for it.
-    allowed = 0.01 if not round_to else 0.01 + 0.02 * min(round_to, 8) / 8
-    if best[0] > allowed:
+    if best[0] > _allowed(round_to):
         raise UserError(
             f"structured pruning of {type(model).__name__} cannot reach a parameter pruning rate of "
             f"{sparsity:.3f} (closest {best[2]:.3f}); choose another rate"
         )
     return apply(model, best[1], final=True)
+
+
+def reachable_rate(model: nn.Module, example_inputs: torch.Tensor, round_to: int | None = None) -> float:
+    """The highest parameter pruning rate structured pruning can reach on `model`: every prunable group
+    cut to its last 5% (on a copy). Raises the one-line UserError of `prune_structured` when
+    torch-pruning cannot handle the arch or the pruned network no longer runs, so a cell can be
+    refused before it trains."""
+    total = count_params(model)["params"]
+    target = copy.deepcopy(model)
+    importance = tp.importance.MagnitudeImportance(p=1, normalizer=None, group_reduction="first")
+    with warnings.catch_warnings():  # torch-pruning's warnings come once, from the real pruning
+        warnings.simplefilter("ignore")
+        _apply_ratio(target, example_inputs, importance, MAX_CHANNEL_RATIO, False, round_to, None, final=True)
+    return 1.0 - count_params(target)["params"] / total
+
+
+def check_reachable(model: nn.Module, example_inputs: torch.Tensor, sparsity: float, round_to: int | None) -> None:
+    """Refuse, before any training, a target rate that structured pruning cannot reach on `model`."""
+    if not isinstance(sparsity, (int, float)) or sparsity <= 0:
+        return
+    reachable = reachable_rate(model, example_inputs, round_to)
+    if sparsity > reachable + _allowed(round_to):
+        where = (
+            " (its attention blocks' qkv/proj and embedding width are kept; only the MLP hidden units are pruned)"
+            if attention_modules(model)
+            else ""
+        )
+        raise UserError(
+            f"structured pruning of arch {_arch_name(model)!r} can reach a parameter pruning rate of at most "
+            f"{reachable:.3f}{where}, not {sparsity:.3f}; choose a rate <= {reachable:.3f} or an unstructured method"
+        )
+
+
+def refuse_unreachable(method, model: nn.Module, method_args: dict, in_chans: int, input_size: int) -> None:
+    """Before training: a structured method with a target rate (`granularity` structured,
+    `takes_sparsity`, a `MethodSpec`) is refused, in one line, on an arch torch-pruning cannot prune
+    or at a rate it cannot reach there."""
+    if method.granularity != "structured" or not method.takes_sparsity:
+        return
+    args = method.check_args(method_args)
+    sparsity = getattr(args, "sparsity", method_args.get("sparsity"))
+    round_to = getattr(args, "round_to", method_args.get("round_to"))
+    example = torch.zeros(1, in_chans, input_size, input_size, device=next(model.parameters()).device)
+    check_reachable(model, example, sparsity, round_to)
+
+
+def _allowed(round_to: int | None) -> float:
+    """How far the reached rate may be from the target (rounding widths makes the rates coarser)."""
+    return 0.01 if not round_to else 0.01 + 0.02 * min(round_to, 8) / 8
 
 
 def kept_per_group(dense: nn.Module, pruned: nn.Module, example_inputs: torch.Tensor):

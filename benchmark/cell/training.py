@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -15,8 +16,26 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from benchmark.cell.device import autocast, grad_scaler, prepare_model, resolve_device, to_device
 from benchmark.cell.measure import evaluate
 from benchmark.core.config import TrainConfig
+from benchmark.core.errors import CellFailed
+
+
+class Diverged(CellFailed):
+    """Training produced a non-finite loss or weights: the cell fails; its numbers would be noise."""
+
+    def __init__(self, epoch: int, what: str):
+        super().__init__(f"diverged at epoch {epoch}: {what}")
+        self.epoch, self.what = epoch, what
+
+
+def non_finite_parameter(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN or infinity (None when all are finite)."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -78,9 +97,20 @@ class EpochStats:
         return {k: v for k, v in asdict(self).items() if k != "epoch"}
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """`pin_memory` (page-locked batches) when a GPU reads them; workers keep their own order-free RNG."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -120,8 +150,14 @@ def train(
     """
     epochs = cfg.epochs if epochs is None else epochs
     style = ProgressStyle.of(progress)
-    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=seed, num_workers=num_workers)
-    val_loader = make_loader(val_set, cfg.eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers)
+    device = resolve_device(cfg.device)
+    prepare_model(model, device, cfg.channels_last)
+    pin = device.type == "cuda"
+    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=seed, num_workers=num_workers, pin_memory=pin)
+    val_loader = make_loader(
+        val_set, cfg.eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers, pin_memory=pin
+    )
+    scaler = grad_scaler(device, cfg.precision)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, epochs)
     for hook in hooks:
@@ -135,41 +171,34 @@ def train(
             loader, desc=f"{desc} {epoch}/{epochs}", leave=False, disable=None if style.bars else True, file=sys.stderr
         )  # None: no bar when not a TTY
         for x, y in bar:
-            for hook in hooks:
-                hook.before_step(model, x, y)
-            logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for hook in hooks:
-                hook.after_backward(model)
-            optimizer.step()
-            for hook in hooks:
-                hook.after_step(model)
-            loss_sum += loss.item() * len(y)
+            x, y = to_device(x, device, cfg.channels_last), to_device(y, device)
+            loss, logits = _step(model, x, y, hooks, optimizer, scaler, device, cfg.precision)
+            if not math.isfinite(loss):
+                raise Diverged(epoch, f"training loss is {loss}")
+            loss_sum += loss * len(y)
             correct += float((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        val = evaluate(model, val_loader, num_classes) if len(val_set) else {"top1": float("nan"), "loss": float("nan")}
+        val = (
+            evaluate(model, val_loader, num_classes, cfg.precision, cfg.channels_last)
+            if len(val_set)
+            else {"top1": float("nan"), "loss": float("nan")}
+        )
         extra: dict[str, float] = {}
         for hook in hooks:
             extra.update(hook.end_epoch(model, epoch))
         if any(hook.network_changed() for hook in hooks):
-            optimizer = make_optimizer(model, cfg)
-            scheduler = make_scheduler(optimizer, cfg, epochs)
-            for hook in hooks:
-                hook.bind_optimizer(optimizer)
-            with warnings.catch_warnings():  # stepping a fresh scheduler to the current epoch
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(epoch if scheduler is not None else 0):
-                    scheduler.step()
+            optimizer, scheduler = _fresh_optimizer(model, cfg, epochs, epoch, hooks)
         stats = EpochStats(
             epoch, loss_sum / seen, 100.0 * correct / seen, val["top1"], val["loss"], lr, time.perf_counter() - start
         )
         history.append(stats)
+        bad = non_finite_parameter(model)
+        if bad is not None:
+            raise Diverged(epoch, f"{bad} holds non-finite values")
         if style.lines:
             print(
                 f"{style.prefix}{desc} epoch {epoch}/{epochs}: loss {stats.loss:.4f} train {stats.train_top1:.2f}% "
@@ -179,3 +208,41 @@ def train(
         if on_epoch is not None:
             on_epoch(stats, extra)
     return history
+
+
+def _step(model, x, y, hooks, optimizer, scaler, device, precision) -> tuple[float, torch.Tensor]:
+    """One optimisation step with the hooks around it; returns the batch loss and the logits."""
+    for hook in hooks:
+        hook.before_step(model, x, y)
+    with autocast(device, precision):
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # hooks see true gradients
+    for hook in hooks:
+        hook.after_backward(model)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    for hook in hooks:
+        hook.after_step(model)
+    return loss.item(), logits
+
+
+def _fresh_optimizer(model, cfg: TrainConfig, epochs: int, epoch: int, hooks: Sequence[Hooks]):
+    """A new optimizer and schedule for a network whose parameters changed (shrunk), at `epoch`."""
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, epochs)
+    for hook in hooks:
+        hook.bind_optimizer(optimizer)
+    with warnings.catch_warnings():  # stepping a fresh scheduler to the current epoch
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epoch if scheduler is not None else 0):
+            scheduler.step()
+    return optimizer, scheduler

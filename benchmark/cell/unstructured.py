@@ -61,7 +61,7 @@ def magnitude_masks(model: nn.Module, sparsity: float, scope: str) -> dict[nn.Mo
 def apply_masks(masks: dict[nn.Module, torch.Tensor]) -> None:
     """Install the masks with torch.nn.utils.prune: zeros stay zero through fine-tuning."""
     for module, mask in masks.items():
-        torch_prune.custom_from_mask(module, "weight", mask)
+        torch_prune.custom_from_mask(module, "weight", mask.to(module.weight.device))
 
 
 def shuffle_masks(masks: dict[nn.Module, torch.Tensor], generator: torch.Generator) -> dict[nn.Module, torch.Tensor]:
@@ -69,7 +69,8 @@ def shuffle_masks(masks: dict[nn.Module, torch.Tensor], generator: torch.Generat
     out = {}
     for module, mask in masks.items():
         flat = mask.flatten()
-        out[module] = flat[torch.randperm(flat.numel(), generator=generator)].view_as(mask)
+        order = torch.randperm(flat.numel(), generator=generator).to(flat.device)  # a CPU generator: same draw anywhere
+        out[module] = flat[order].view_as(mask)
     return out
 
 

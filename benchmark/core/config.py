@@ -8,8 +8,10 @@ and the resolved config is written next to every result so a run can be repeated
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from benchmark.core.errors import UserError, unknown_choice
 OPTIMIZERS = ("sgd", "adadelta")
 SCHEDULES = ("cosine", "step", "none")
 BUDGETS = ("paper", "equal")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -75,6 +78,9 @@ class TrainConfig:
         "then fine-tune on top) or 'equal' (every method's total epochs, dense + fine-tuning included, are "
         "train.epochs)",
     )
+    device: str = _field("auto", "where the cell computes: auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
+    precision: str = _field("fp32", f"training/evaluation arithmetic: {', '.join(PRECISIONS)} (bf16/fp16: autocast)")
+    channels_last: bool = _field(False, "NHWC memory format for the model and batches (faster convs on GPUs)")
 
 
 @dataclass
@@ -120,12 +126,23 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def non_default_fields(cfg: RunConfig) -> dict[str, Any]:
     """The flattened fields of `cfg` that differ from its class's defaults (and affect results)."""
-    defaults = flatten(type(cfg)().to_dict())
+    defaults = _flat_defaults(type(cfg))
     return {
         k: v
         for k, v in flatten(cfg.to_dict()).items()
         if k not in NOT_HASHED and (k not in defaults or defaults[k] != v)
     }
+
+
+@functools.cache
+def _flat_defaults(cls: type) -> dict[str, Any]:
+    """The flattened default config of `cls` (computed once: read only)."""
+    return flatten(cls().to_dict())
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -211,7 +228,7 @@ def set_value(cfg: RunConfig, key: str, value: Any) -> None:
         return
     target: Any = cfg
     for depth, part in enumerate(parts):
-        hints = typing.get_type_hints(type(target))
+        hints = _type_hints(type(target))
         if not dataclasses.is_dataclass(target) or part not in hints:
             raise unknown_choice("config key", key, valid_keys())
         if depth < len(parts) - 1:
@@ -257,12 +274,44 @@ def load_yaml(path: str | Path, kind: str = "config file") -> Any:
         raise UserError(f"{kind} {str(path)!r} not found")
     try:
         return yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{kind} {str(path)!r} is not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{kind} {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
+SEED_MAX = 2**31 - 1  # numpy and torch take seeds in [0, 2**32); per-epoch seeds add the epoch
+
+
+def _check_finite(cfg: RunConfig) -> None:
+    """NaN passes every `<=` check and infinity most; no config value may be either."""
+    for key, value in flatten(cfg.to_dict()).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UserError(f"bad value for {key!r}: must be a finite number, got {value}")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    t, mo = cfg.train, cfg.model
+    ranges = {
+        "train.momentum": (t.momentum, 0.0, 1.0, "[0, 1)"),
+        "train.rho": (t.rho, 0.0, 1.0, "[0, 1)"),
+        "model.drop_rate": (mo.drop_rate, 0.0, 1.0, "[0, 1)"),
+    }
+    for key, (value, low, high, text) in ranges.items():
+        if not low <= value < high:
+            raise UserError(f"bad value for {key!r}: must be in {text}, got {value}")
+    for key, value in {"train.eps": t.eps, "train.gamma": t.gamma}.items():
+        if not value > 0:
+            raise UserError(f"bad value for {key!r}: must be > 0, got {value}")
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise UserError(f"bad value for 'seed': must be in [0, {SEED_MAX}], got {cfg.seed}")
+
+
 def validate(cfg: RunConfig) -> None:
     """Range and choice checks that do not need the registries (those are checked by the runner)."""
+    _check_finite(cfg)
+    _check_ranges(cfg)
     t, d, m = cfg.train, cfg.data, cfg.measure
     positive = {
         "train.epochs": t.epochs,
@@ -285,6 +334,8 @@ def validate(cfg: RunConfig) -> None:
         raise unknown_choice("schedule", t.schedule, SCHEDULES)
     if t.budget not in BUDGETS:
         raise unknown_choice("budget", t.budget, BUDGETS)
+    if t.precision not in PRECISIONS:
+        raise unknown_choice("precision", t.precision, PRECISIONS)
     for key, value in {"data.val_fraction": d.val_fraction, "data.test_fraction": d.test_fraction}.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"bad value for {key!r}: must be in [0, 1), got {value}")

@@ -22,3 +22,8 @@ def unknown_choice(kind: str, value: object, choices: Iterable[str], show: int =
     else:
         msg += f"; {len(choices)} valid choices, list them with `python -m benchmark list {kind}s`"
     return UserError(msg)
+
+
+class CellFailed(Exception):
+    """A cell that ran and failed for a reason its message states in full (e.g. "diverged at epoch 3: ...").
+    Recorded as a failed cell, never as a result; the command line prints it as one line."""

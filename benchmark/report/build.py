@@ -9,29 +9,39 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import platform
 import shutil
+import subprocess
 import tempfile
-from collections import defaultdict
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from benchmark.core import metrics as M
 from benchmark.core.paths import PROJECT_ROOT
 from benchmark.report.checklist import checklist
-from benchmark.report.claims import CLAIMS_PATH, ClaimResult, check_claims, load_claims
+from benchmark.report.claims import CLAIMS_PATH, check_claims, load_claims
 from benchmark.report.claims_section import claims_blocks, verdict_counts
 from benchmark.report.comparisons import comparisons_blocks
 from benchmark.report.controls import controls_blocks
 from benchmark.report.coverage import coverage_blocks, latency_blocks, status_note_blocks
+from benchmark.report.dvc_outputs import dvc_method_points, dvc_metrics, metrics_summary, tradeoff
 from benchmark.report.inference import HOLM_NAME, INTERVAL_NAME, MDE_NAME
-from benchmark.report.render import Block, Bullets, Heading, Image, Table, Text, render_html, render_markdown
+from benchmark.report.render import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Table,
+    Text,
+    render_html,
+    render_markdown,
+)
+from benchmark.report.results_section import DEFAULT_TRACKING_URL, results_tables
 from benchmark.report.stats import (
     CONFIDENCE,
     TTEST_NAME,
-    GroupSummary,
     derive,
     group_summaries,
     paired_tests,
@@ -40,59 +50,7 @@ from benchmark.report.stats import (
 from benchmark.report.table import STATUSES, load_results, with_config_fields
 from benchmark.report.verdict import verdict_blocks
 
-TRADEOFF_COLUMNS = [
-    "method",
-    "arch",
-    "dataset",
-    "seed",
-    "operating_point",
-    M.PARAM_PRUNING_RATE,
-    M.TOP1,
-    M.TOP1_DROP,
-    M.MAC_REDUCTION,
-    M.LATENCY_SPEEDUP_B1,
-]
-METRICS_SUMMARY = [M.TOP1, M.TOP1_DROP, M.PARAM_PRUNING_RATE, M.LATENCY_SPEEDUP_B1]
-
-
 # --- content -------------------------------------------------------------------------------------------------
-
-
-RESULT_COLUMNS = [
-    "method",
-    "operating point",
-    "granularity",
-    "seeds finished",
-    *(m.label for m in M.SUMMARY),
-]
-
-
-def _formatted(summary, metric: M.Metric) -> str:
-    """A seed summary in the metric's own format and scale (`mean ± std [low, high]`)."""
-    return summary.format(metric.fmt, scale=metric.scale)
-
-
-def results_tables(groups: list[GroupSummary]) -> list[Block]:
-    """One table per (dataset, arch): every method and operating point, mean ± std [95% CI] over seeds."""
-    by_pair: dict[tuple[str, str], list[GroupSummary]] = defaultdict(list)
-    for group in groups:
-        by_pair[(group.dataset, group.arch)].append(group)
-    blocks: list[Block] = []
-    for (dataset, arch), rows in sorted(by_pair.items()):
-        table = []
-        for g in rows:
-            m = g.metrics
-            table.append(
-                [
-                    g.method,
-                    g.operating_point,
-                    g.granularity or "-",
-                    f"{g.finished}/{g.cells}",
-                    *(_formatted(m[metric], metric) for metric in M.SUMMARY),
-                ]
-            )
-        blocks += [Heading(f"{dataset} / {arch}", 3), Table(RESULT_COLUMNS, table)]
-    return blocks
 
 
 def _short(error: str, limit: int = 400) -> str:
@@ -166,28 +124,6 @@ def _method_notes() -> list[str]:
     ]
 
 
-def _metrics_summary(groups: list[GroupSummary], cells: pd.DataFrame, claims: list[ClaimResult]) -> dict:
-    """Small nested summary for `dvc metrics show`: dataset -> arch -> method@point -> means."""
-    out: dict = {
-        "cells": {s: int((cells["status"] == s).sum()) for s in STATUSES},
-        "claims": {re.sub(r"\W+", "_", v).strip("_"): n for v, n in verdict_counts(claims).items()},
-    }
-    for g in groups:
-        entry = {"seeds": g.metrics[M.TOP1].n}
-        for metric in METRICS_SUMMARY:
-            mean = g.metrics[metric].mean
-            if mean is not None:
-                entry[metric] = round(mean, 6)
-        out.setdefault(g.dataset, {}).setdefault(g.arch, {})[f"{g.method}@{g.operating_point}"] = entry
-    return out
-
-
-def _tradeoff(cells: pd.DataFrame) -> pd.DataFrame:
-    done = cells[cells["status"] == "finished"].copy()
-    done[M.MAC_REDUCTION] = done[M.EFFECTIVE_MAC_REDUCTION]  # non-zero MACs for unstructured methods
-    return done.reindex(columns=TRADEOFF_COLUMNS).sort_values(["dataset", "arch", "method", "operating_point", "seed"])
-
-
 # --- building ------------------------------------------------------------------------------------------------
 
 
@@ -212,15 +148,16 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _publish(staging: Path, out_dir: Path, files: list[str]) -> None:
-    """Move the staged outputs into `out_dir`; the figures folder is replaced as a whole (no stale figures)."""
+def _publish(staging: Path, out_dir: Path, files: list[str], folders: tuple[str, ...] = ("figures", "metrics")) -> None:
+    """Move the staged outputs into `out_dir`; each folder is replaced as a whole (no stale figures or metrics)."""
     for name in files:
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / name, out_dir / name)
-    old = out_dir / "figures"
-    if old.exists():
-        os.replace(old, staging / "old-figures")
-    os.replace(staging / "figures", old)
+    for folder in folders:
+        old = out_dir / folder
+        if old.exists():
+            os.replace(old, staging / f"old-{folder}")
+        os.replace(staging / folder, old)
 
 
 def _overview(cells: pd.DataFrame, counts: dict[str, int]) -> Text:
@@ -236,6 +173,42 @@ def _overview(cells: pd.DataFrame, counts: dict[str, int]) -> Text:
         f"{', '.join(sorted(set(cells['method'])))}; seeds: "
         f"{', '.join(map(str, sorted(set(cells['seed']))))}."
     )
+
+
+def provenance(profile: str | None = None, root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """What the report was built from and where: git commit and whether the code differed from it (outputs
+    the study rewrites, reports/ and dvc.lock, do not count), the profile, the date and the machine."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.rstrip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports", ":!dvc.lock")
+    dirty = (
+        "unknown"
+        if changed is None
+        else ("yes: " + ", ".join(line[3:] for line in changed.splitlines()[:8]))
+        if changed
+        else "no"
+    )
+    return {
+        "commit": commit or "unknown (not a git checkout)",
+        "uncommitted changes": dirty if commit else "unknown",
+        "profile": profile or "-",
+        "built": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
+    }
+
+
+def _provenance_blocks(info: dict[str, str] | None) -> list[Block]:
+    if not info:
+        return []
+    return [Table(["built from", ""], [[k, v] for k, v in info.items()])]
 
 
 def _point_note(cells: pd.DataFrame) -> list[Block]:
@@ -281,12 +254,22 @@ def _blocks(cells, counts, claim_results, items, results: list[Block], tests, fi
 
 
 def build_report(
-    results_csv: Path, out_dir: Path, title: str, root: Path | None = None, claims_file: Path = CLAIMS_PATH
+    results_csv: Path,
+    out_dir: Path,
+    title: str,
+    root: Path | None = None,
+    claims_file: Path = CLAIMS_PATH,
+    tracking_url: str | None = None,
+    built_from: dict[str, str] | None = None,
 ) -> ReportSummary:
-    """Write report.md, report.html, figures/*.png, metrics.json and plots/tradeoff.csv into `out_dir`.
+    """Write report.md, report.html, figures/*.png, metrics.json, metrics/ (`dvc metrics show`), plots/tradeoff.csv
+    and plots/methods.json (`dvc plots show`) into `out_dir`.
 
-    `root` resolves each cell's `result_dir` (default: the project root); `claims_file` lists the paper's claims.
+    `root` resolves each cell's `result_dir` (default: the project root); `claims_file` lists the paper's claims;
+    `tracking_url` is the MLflow UI the rows link to (default MLFLOW_UI_URL, else `make ui`'s address);
+    `built_from` the header's provenance (`provenance()`; None: no header).
     """
+    tracking_url = tracking_url or os.environ.get("MLFLOW_UI_URL") or DEFAULT_TRACKING_URL
     from benchmark.report.figures import make_figures
 
     out_dir, root = Path(out_dir), Path(root) if root is not None else PROJECT_ROOT
@@ -304,18 +287,25 @@ def build_report(
         (staging / "figures").mkdir()
         figures = make_figures(cells, groups, staging / "figures", root)
         counts = {s: int((cells["status"] == s).sum()) for s in STATUSES}
-        blocks = _blocks(cells, counts, claim_results, items, results_tables(groups), tests, figures)
+        results = results_tables(groups, cells, tracking_url)
+        blocks = _blocks(cells, counts, claim_results, items, results, tests, figures)
         verdict, drawn = verdict_blocks(cells, staging / "figures", root, claims)
         blocks[1:1] = verdict  # the verdict opens the report: after the overview, before the claims
+        blocks[:0] = _provenance_blocks(built_from)
         figures.figures[:0] = drawn  # first in the page and in the summary
 
         images = {f.name: (staging / "figures" / f.name).read_bytes() for f in figures.figures}
         _write(staging / "report.md", render_markdown(title, blocks))
         _write(staging / "report.html", render_html(title, blocks, images))
-        _write(staging / "metrics.json", json.dumps(_metrics_summary(groups, cells, claim_results), indent=2) + "\n")
+        _write(staging / "metrics.json", json.dumps(metrics_summary(groups, cells, claim_results), indent=2) + "\n")
+        for name, values in dvc_metrics(groups, cells).items():
+            _write(staging / "metrics" / name, json.dumps(values, indent=2) + "\n")
         (staging / "plots").mkdir()
-        _tradeoff(cells).to_csv(staging / "plots" / "tradeoff.csv", index=False, float_format="%.6g")
-        _publish(staging, out_dir, ["plots/tradeoff.csv", "metrics.json", "report.html", "report.md"])
+        tradeoff(cells).to_csv(staging / "plots" / "tradeoff.csv", index=False, float_format="%.6g")
+        points = {"points": dvc_method_points(cells)}
+        _write(staging / "plots" / "methods.json", json.dumps(points, indent=1) + "\n")
+        plots = ["plots/tradeoff.csv", "plots/methods.json"]
+        _publish(staging, out_dir, [*plots, "metrics.json", "report.html", "report.md"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ReportSummary(

@@ -80,24 +80,35 @@ def _matches(value, allowed: tuple) -> bool | None:
 
 def setting_gaps(claim: Claim, cells: pd.DataFrame) -> pd.Series:
     """Per cell, why it is not in the claim's paper setting ("" when it is)."""
-    gaps = pd.Series("", index=cells.index, dtype=object)
-    for i, row in cells.iterrows():
-        why = []
-        if row["dataset"] not in claim.datasets:
-            why.append(f"dataset {row['dataset']}")
-        if row["arch"] not in claim.archs:
-            why.append(f"arch {row['arch']}")
-        for field, allowed in claim.setting:
-            ok = _matches(row[field], allowed) if field in cells else None
-            paper = "/".join(map(str, allowed))
-            if ok is None:
-                why.append(f"{field} not recorded (paper: {paper})")
-            elif not ok:
-                value = row[field]
-                value = int(value) if isinstance(value, float) and value.is_integer() else value
-                why.append(f"{field} {value} (paper: {paper})")
-        gaps[i] = ", ".join(why)
-    return gaps
+    fields = [field for field, _ in claim.setting]
+    absent = pd.Series(None, index=cells.index, dtype=object)
+    columns = [cells[c] if c in cells else absent for c in ["dataset", "arch", *fields]]
+    known: dict[tuple, str] = {}  # cells with the same values have the same gaps: each combination once
+    gaps = []
+    for values in zip(*columns):
+        key = tuple((type(v), "nan" if isinstance(v, float) and math.isnan(v) else v) for v in values)
+        if key not in known:
+            known[key] = _gaps(claim, values, [field in cells for field in fields])
+        gaps.append(known[key])
+    return pd.Series(gaps, index=cells.index, dtype=object)
+
+
+def _gaps(claim: Claim, values: tuple, recorded: list[bool]) -> str:
+    dataset, arch, *settings = values
+    why = []
+    if dataset not in claim.datasets:
+        why.append(f"dataset {dataset}")
+    if arch not in claim.archs:
+        why.append(f"arch {arch}")
+    for (field, allowed), value, present in zip(claim.setting, settings, recorded, strict=True):
+        ok = _matches(value, allowed) if present else None
+        paper = "/".join(map(str, allowed))
+        if ok is None:
+            why.append(f"{field} not recorded (paper: {paper})")
+        elif not ok:
+            value = int(value) if isinstance(value, float) and value.is_integer() else value
+            why.append(f"{field} {value} (paper: {paper})")
+    return ", ".join(why)
 
 
 def _why_not_run(claim: Claim, cells: pd.DataFrame, method: str, point: str) -> str:

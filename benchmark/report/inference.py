@@ -10,7 +10,7 @@ instead of returning NaN.
   symmetric distribution only 75% of the time (1 - 2 x 0.5^3).
 - A paired difference is scipy.stats.ttest_rel on the seeds both sides finished: its mean, its t interval and
   p-value (ttest_rel's own `confidence_interval`), and the minimum detectable difference.
-- Holm: statsmodels.stats.multitest.multipletests(method="holm") over one family of p-values.
+- Holm: the step-down adjustment over one family of p-values, equal to statsmodels' multipletests(method="holm").
 - Minimum detectable difference (MDE): the true mean difference a two-sided paired t-test at alpha 0.05 would
   detect with power 0.8 at this number of pairs, for the observed SD of the differences
   (statsmodels.stats.power.TTestPower solves for the standardised effect; times the SD).
@@ -18,6 +18,7 @@ instead of returning NaN.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -25,13 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 CONFIDENCE, ALPHA, POWER = 0.95, 0.05, 0.8
 SAME = 1e-9  # differences that vary less than this (relative) are float rounding of equal results, not variance
 INTERVAL_NAME = "Student t interval of the mean (scipy.stats.t), intersected with the metric's range"
-HOLM_NAME = 'Holm (statsmodels multipletests, method="holm")'
+HOLM_NAME = 'Holm step-down (equal to statsmodels multipletests, method="holm")'
 MDE_NAME = "statsmodels TTestPower, two-sided, alpha 0.05, power 0.8"
 
 
@@ -107,13 +107,22 @@ def summarize(values: Iterable, confidence: float = CONFIDENCE, bounds: tuple[fl
     if n == 1:
         return Summary(1, mean, confidence=confidence)
     std = float(np.std(values, ddof=1))
-    sem = float(stats.sem(values))
+    sem = float(np.std(np.asarray(values, dtype=float), axis=0, ddof=1) / n**0.5)  # stats.sem's formula, without
+    # its array-API and NaN-policy wrappers (most of a summary's time; tests/test_inference_shortcuts.py)
     if sem == 0.0:  # every seed gave the same value: the interval is that value
         low = high = mean
     else:
-        low, high = (float(v) for v in stats.t.interval(confidence, n - 1, loc=mean, scale=sem))
+        q_low, q_high = _t_quantiles(confidence, n - 1)
+        low, high = float(q_low * sem + mean), float(q_high * sem + mean)  # as stats.t.interval computes them
     low, high, clipped = _clip(low, high, bounds)
     return Summary(n, mean, std, low, high, confidence, clipped)
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantiles(confidence: float, df: int) -> tuple[float, float]:
+    """The standard t quantiles of a two-sided `confidence` interval at `df` (stats.t.interval's, once per df)."""
+    low, high = stats.t.interval(confidence, df)
+    return float(low), float(high)
 
 
 def min_detectable_difference(sd: float | None, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
@@ -121,8 +130,14 @@ def min_detectable_difference(sd: float | None, n: int, alpha: float = ALPHA, po
     differences have standard deviation `sd`; None when undefined (n < 2, or differences that do not vary)."""
     if n < 2 or sd is None or not math.isfinite(sd) or sd <= 0:
         return None
+    return _detectable_effect(n, alpha, power) * float(sd)
+
+
+@functools.lru_cache(maxsize=256)
+def _detectable_effect(n: int, alpha: float, power: float) -> float:
+    """The standardised effect the test detects at `n` pairs (a root search: solved once per n, not per test)."""
     effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
-    return float(effect) * float(sd)
+    return float(effect)
 
 
 def difference_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -181,7 +196,14 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     present = [i for i, p in enumerate(p_values) if p is not None]
     out: list[float | None] = [None] * len(p_values)
     if present:
-        adjusted = multipletests([p_values[i] for i in present], alpha=ALPHA, method="holm")[1]
-        for i, p in zip(present, adjusted, strict=True):
-            out[i] = float(p)
+        # Holm's step-down as statsmodels' multipletests(method="holm") computes it (tests/test_stats.py
+        # checks they agree), without it: its Holm branch calls gc.collect() on every call, about 1 s each
+        # while a large report's figures and tables are alive (25 of 104 s of a 1,000-cell report).
+        p = np.asarray([p_values[i] for i in present], dtype=float)
+        order = np.argsort(p)
+        steps = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+        adjusted = np.empty_like(p)
+        adjusted[order] = np.minimum(steps, 1.0)
+        for i, value in zip(present, adjusted, strict=True):
+            out[i] = float(value)
     return out

@@ -40,15 +40,78 @@ class Image:
     caption: str
 
 
-Block = Heading | Text | Bullets | Table | Image
+@dataclass
+class Link:
+    """A table cell or list entry that links somewhere (an MLflow run, an anchor of the page)."""
+
+    text: str
+    href: str
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+@dataclass
+class Strong:
+    """A table cell in bold (the best value of its column)."""
+
+    text: str
+
+
+@dataclass
+class Links:
+    """Several links in one table cell (e.g. one MLflow run per seed)."""
+
+    items: list[Link]
+
+
+@dataclass
+class Details:
+    """Content a reader opens on demand: a collapsible <details> section in HTML, a titled part in markdown."""
+
+    summary: str
+    blocks: list
+
+
+Block = Heading | Text | Bullets | Table | Image | Details
+
+
+def anchor(text: str) -> str:
+    """The id of a heading: lower case, words joined by '-' (as GitHub's markdown does, near enough)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _plain(cell) -> str:
+    if isinstance(cell, Links):
+        return " ".join(_plain(i) for i in cell.items)
+    return str(cell.text) if isinstance(cell, (Link, Strong)) else str(cell)
+
+
+def _md_cell(cell) -> str:
+    if isinstance(cell, Link):
+        text = f"[{_md_cell(cell.text)}]({cell.href})"
+    elif isinstance(cell, Links):
+        text = " ".join(_md_cell(i) for i in cell.items)
+    elif isinstance(cell, Strong):
+        text = f"**{_md_cell(cell.text)}**"
+    else:
+        text = str(cell)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def toc(blocks: list[Block]) -> list[tuple[str, str]]:
+    """(text, anchor) of every section heading (level 2), in order."""
+    return [(b.text, anchor(b.text)) for b in blocks if isinstance(b, Heading) and b.level == 2]
 
 
 def render_markdown(title: str, blocks: list[Block]) -> str:
     out = [f"# {title}", ""]
+    sections = toc(blocks)
+    if sections:
+        out += ["Contents: " + " · ".join(f"[{text}](#{ref})" for text, ref in sections), ""]
+    out += _markdown_blocks(blocks)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _markdown_blocks(blocks: list[Block]) -> list[str]:
+    out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
             out += ["#" * block.level + " " + block.text, ""]
@@ -65,13 +128,22 @@ def render_markdown(title: str, blocks: list[Block]) -> str:
             out.append("")
         elif isinstance(block, Image):
             out += [f"![{block.title}](figures/{block.name})", "", f"*{block.caption}*", ""]
-    return "\n".join(out).rstrip() + "\n"
+        elif isinstance(block, Details):
+            out += [f"**{block.summary}**", "", *_markdown_blocks(block.blocks)]
+    return out
 
 
 STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px;
-       padding: 0 1em; color: #1f2328; line-height: 1.45; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #1f2328; line-height: 1.45; overflow-wrap: anywhere; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+.scroll { max-width: 100%; overflow-x: auto; }
+td.links a { margin-right: 0.3em; }
+nav.toc { background: #f6f8fa; border: 1px solid #d0d7de; padding: 0.5em 1em; margin: 1em 0; }
+nav.toc ol { margin: 0.3em 0; columns: 2; }
+details { margin: 0.5em 0 1.5em; }
+details > summary { cursor: pointer; color: #0969da; }
+.provenance td:first-child { font-weight: 600; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
 tr:nth-child(even) td { background: #fbfbfc; }
@@ -98,8 +170,19 @@ VERDICT_CSS = {
 }
 
 
-def _td(text: str) -> str:
-    text = str(text)
+def _link(link: Link) -> str:
+    external = "" if link.href.startswith("#") else ' target="_blank" rel="noopener"'
+    return f'<a href="{html.escape(link.href)}"{external}>{html.escape(str(link.text))}</a>'
+
+
+def _td(cell) -> str:
+    if isinstance(cell, Link):
+        return f"<td>{_link(cell)}</td>"
+    if isinstance(cell, Links):
+        return '<td class="links">' + " ".join(_link(i) for i in cell.items) + "</td>"
+    if isinstance(cell, Strong):
+        return f"<td><strong>{html.escape(str(cell.text))}</strong></td>"
+    text = str(cell)
     css = VERDICT_CSS.get(text)
     return f'<td class="{css}">{html.escape(text)}</td>' if css else f"<td>{html.escape(text)}</td>"
 
@@ -122,9 +205,21 @@ def render_html(title: str, blocks: list[Block], images: dict[str, bytes]) -> st
         "<body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
+    sections = toc(blocks)
+    if sections:
+        items = "".join(f'<li><a href="#{ref}">{html.escape(text)}</a></li>' for text, ref in sections)
+        out.append(f'<nav class="toc"><strong>Contents</strong><ol>{items}</ol></nav>')
+    out += _html_blocks(blocks, images)
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def _html_blocks(blocks: list[Block], images: dict[str, bytes]) -> list[str]:
+    out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+            ref = f' id="{anchor(block.text)}"' if block.level == 2 else ""
+            out.append(f"<h{block.level}{ref}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
             out.append(f"<p>{_inline(block.text)}</p>")
         elif isinstance(block, Bullets):
@@ -133,17 +228,20 @@ def render_html(title: str, blocks: list[Block], images: dict[str, bytes]) -> st
             if block.caption:
                 out.append(f'<p class="caption">{html.escape(block.caption)}</p>')
             out.append(
-                "<table><thead><tr>"
+                '<div class="scroll"><table><thead><tr>'
                 + "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
                 + "</tr></thead><tbody>"
             )
             out += ["<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in block.rows]
-            out.append("</tbody></table>")
+            out.append("</tbody></table></div>")
         elif isinstance(block, Image):
             data = base64.b64encode(images[block.name]).decode("ascii")
             out.append(
                 f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.title)}">'
                 f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
             )
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
+        elif isinstance(block, Details):
+            out.append(f"<details><summary>{html.escape(block.summary)}</summary>")
+            out += _html_blocks(block.blocks, images)
+            out.append("</details>")
+    return out

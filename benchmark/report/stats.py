@@ -255,6 +255,13 @@ def _at(name: str, point: str) -> str:
     return f"{name}@{point}" if point else name
 
 
+def _groups(frame: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.DataFrame]:
+    """The rows of `frame` by their values of `keys` (grouped once: no filtering of the whole frame per group)."""
+    if frame.empty:
+        return {}
+    return {key if isinstance(key, tuple) else (key,): group for key, group in frame.groupby(keys, sort=False)}
+
+
 def paired_tests(cells: pd.DataFrame, metric: str = M.TOP1) -> dict[tuple[str, str, str], PairedTest]:
     """Every baseline's `matched` cells against EDropout's own cells, per (dataset, arch, method), with Holm's
     p-values over the baselines of each (dataset, arch). With several EDropout points a baseline is paired
@@ -263,12 +270,12 @@ def paired_tests(cells: pd.DataFrame, metric: str = M.TOP1) -> dict[tuple[str, s
     done = cells[cells["status"] == "finished"]
     out = {}
     matched = cells[cells["operating_point"] == cells["_point"].map(lambda p: _at(MATCHED, p))]
+    by_cell = _groups(done, ["dataset", "arch", "_point", "method", "operating_point"])
     for (dataset, arch, method, point), _ in matched.groupby(["dataset", "arch", "method", "_point"], sort=False):
         if method in (DENSE, EDROPOUT):
             continue
-        same = done[(done["dataset"] == dataset) & (done["arch"] == arch) & (done["_point"] == point)]
-        base = same[(same["method"] == method) & (same["operating_point"] == _at(MATCHED, point))]
-        ref = same[(same["method"] == EDROPOUT) & (same["operating_point"] == _at(EDROPOUT, point))]
+        base = by_cell.get((dataset, arch, point, method, _at(MATCHED, point)), done.iloc[:0])
+        ref = by_cell.get((dataset, arch, point, EDROPOUT, _at(EDROPOUT, point)), done.iloc[:0])
         name = _at(method, point)
         test = paired_test(
             base.set_index("seed")[metric],
@@ -320,11 +327,12 @@ def control_comparisons(cells: pd.DataFrame, metric: str = M.TOP1) -> list[Contr
     done = cells[cells["status"] == "finished"]
     out = []
     controls = cells[cells["control_of"].fillna("").astype(str) != ""]
+    by_cell = _groups(done, ["dataset", "arch", "_point", "method", "operating_point"])
+    by_method = _groups(done, ["dataset", "arch", "_point", "method"])
     for (dataset, arch, control, point), group in controls.groupby(["dataset", "arch", "method", "_point"], sort=True):
         method = str(group["control_of"].iloc[0])
-        same = done[(done["dataset"] == dataset) & (done["arch"] == arch) & (done["_point"] == point)]
-        own = same[(same["method"] == method) & (same["operating_point"] == _at(method, point))].set_index("seed")
-        ctl = same[same["method"] == control].set_index("seed")
+        own = by_cell.get((dataset, arch, point, method, _at(method, point)), done.iloc[:0]).set_index("seed")
+        ctl = by_method.get((dataset, arch, point, control), done.iloc[:0]).set_index("seed")
         pairs = own.index.intersection(ctl.index)
         base = {"dataset": dataset, "arch": arch, "method": _at(method, point), "control": control, "metric": metric}
         if len(pairs) == 0:

@@ -18,7 +18,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.lines import Line2D
 
 from benchmark.core import metrics as M
 from benchmark.core.paths import PROJECT_ROOT
@@ -36,8 +35,9 @@ from benchmark.report.stats import (
     summarize,
 )
 from benchmark.report.table import with_config_fields
+from benchmark.report.verdict_figure import PAPER, blank, draw_verdict
 
-BUDGET_FIELD, EQUAL, PAPER = "train.budget", "equal", "paper"
+BUDGET_FIELD, EQUAL = "train.budget", "equal"
 FIGURE = "verdict.png"
 TITLE = "Verdict: EDropout against its controls and the best baselines at its rate"
 CONTROL_WORDS = {  # what each control takes away, as the conclusion names it
@@ -47,24 +47,23 @@ CONTROL_WORDS = {  # what each control takes away, as the conclusion names it
     "edropout_scratch": "its architecture trained from scratch",
 }
 BEST_SHOWN = 2  # baselines named in the paragraph
-LABELLED = 3  # baselines whose numbers are written on the figure
-CONTROL_COLOR, BEST_COLOR, BASELINE_COLOR = "#d95f02", "0.25", "0.6"
 
 
 def _at(name: str, point: str) -> str:
     return f"{name}@{point}" if point else name
 
 
-def _blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
 def _budgets(cells: pd.DataFrame, root: Path) -> tuple[pd.Series, bool]:
     """Each cell's budget protocol ('paper' where not recorded) and whether any cell recorded one."""
+    finished = cells["status"] == "finished"
+    if BUDGET_FIELD not in cells and "budget" in cells and not (cells["budget"].map(blank) & finished).any():
+        # every finished cell's result records its protocol (metrics.json `budget`, a results.csv column): the
+        # same value as its config's train.budget, without reading every cell's metrics.json again
+        cells = cells.assign(**{BUDGET_FIELD: cells["budget"].where(finished)})
     cells = with_config_fields(cells, [BUDGET_FIELD], root)
     raw = cells[BUDGET_FIELD] if BUDGET_FIELD in cells else pd.Series(None, index=cells.index, dtype=object)
-    budget = raw.map(lambda v: PAPER if _blank(v) else str(v).strip().lower())
-    return budget, not raw.map(_blank).all()
+    budget = raw.map(lambda v: PAPER if blank(v) else str(v).strip().lower())
+    return budget, not raw.map(blank).all()
 
 
 def _epochs(rows: pd.DataFrame) -> pd.Series:
@@ -130,23 +129,31 @@ def _difference(r) -> str:
 def _noted(rows: pd.DataFrame) -> int:
     if M.STATUS_NOTES not in rows:
         return 0
-    return int((~rows[M.STATUS_NOTES].map(_blank)).sum())
+    return int((~rows[M.STATUS_NOTES].map(blank)).sum())
 
 
 def comparison_rows(cells: pd.DataFrame, protocols: dict) -> pd.DataFrame:
     """One row per comparison the figure plots: EDropout minus each control, each baseline at EDropout's rate
     minus EDropout (`cells` as `headline_cells` returns them)."""
     done = cells[cells["status"] == "finished"].assign(_point=edropout_points(cells))
+    by_method = {key: group for key, group in done.groupby(["dataset", "arch", "_point", "method"], sort=False)}
+    nothing = done.iloc[:0]
+
+    def of(test, point: str, method: str) -> pd.DataFrame:
+        return by_method.get((test.dataset, test.arch, point, method), nothing)
+
+    def joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        return pd.concat([f for f in frames if len(f)] or [nothing])
+
     rows = []
     for c in control_comparisons(cells):
         point = c.method.partition("@")[2]
-        used = done[(done["dataset"] == c.dataset) & (done["arch"] == c.arch) & (done["_point"] == point)]
-        used = used[used["method"].isin([EDROPOUT, c.control])]
+        used = joined([of(c, point, method) for method in dict.fromkeys([EDROPOUT, c.control])])
         rows.append(_row(c, "control", c.control, point, protocols, used, c.mean_difference))
     for t in paired_tests(cells).values():
         name, _, point = t.method.partition("@")
-        used = done[(done["dataset"] == t.dataset) & (done["arch"] == t.arch) & (done["_point"] == point)]
-        used = used[(used["method"] == EDROPOUT) | ((used["method"] == name) & _is_baseline_matched(used))]
+        side = of(t, point, name)
+        used = joined([of(t, point, EDROPOUT), side[_is_baseline_matched(side)]])
         rows.append(_row(t, "baseline", name, point, protocols, used, t.mean_difference))
     columns = ["dataset", "arch", "point", "kind", "name", "mean", "ci_low", "ci_high", "p_holm", "family_size"]
     columns += ["mde", "n_pairs", "reason", "detected", "noted", "protocol", "rate", "epochs"]
@@ -170,7 +177,7 @@ def _row(test, kind: str, name: str, point: str, protocols: dict, used: pd.DataF
 
 
 def _num(value) -> float | None:
-    return None if _blank(value) else float(value)
+    return None if blank(value) else float(value)
 
 
 def _setting(edropout: pd.DataFrame, claims: list) -> str:
@@ -226,10 +233,10 @@ def _pair_text(key, edropout: pd.DataFrame, rows: pd.DataFrame, protocols: dict,
 
 
 def _best_text(r) -> str:
-    rate = "" if _blank(r["rate"]) else f" at {100 * r['rate']:.1f}%"
-    mde = "" if _blank(r["mde"]) else f", MDE {r['mde']:.2f} pp"
-    holm = "" if _blank(r["p_holm"]) else f", Holm p {r['p_holm']:.2g} (of {int(r['family_size'])})"
-    epochs = "" if _blank(r["epochs"]) else f", {r['epochs']:g} epochs"
+    rate = "" if blank(r["rate"]) else f" at {100 * r['rate']:.1f}%"
+    mde = "" if blank(r["mde"]) else f", MDE {r['mde']:.2f} pp"
+    holm = "" if blank(r["p_holm"]) else f", Holm p {r['p_holm']:.2g} (of {int(r['family_size'])})"
+    epochs = "" if blank(r["epochs"]) else f", {r['epochs']:g} epochs"
     return f"{r['name']}{rate} {_difference(r)}{holm}{mde}{epochs}"
 
 
@@ -239,7 +246,7 @@ def _conclusion(key, rows: pd.DataFrame) -> str:
     parts = []
     for _, r in rows[rows["kind"] == "control"].iterrows():
         what = CONTROL_WORDS.get(r["name"], r["name"])
-        behind = not _blank(r["mean"]) and r["mean"] < 0 and r["detected"]
+        behind = not blank(r["mean"]) and r["mean"] < 0 and r["detected"]
         claim = f"{what} beats EDropout's search" if behind else f"EDropout's search beats {what}"
         parts.append(f"{claim} here: {reading(r)}")
     if not parts:
@@ -257,7 +264,7 @@ def _missing(cells: pd.DataFrame, budget_recorded: bool) -> list[str]:
     done = cells[cells["status"] == "finished"]
 
     def absent(column: str) -> bool:
-        return column not in done or done[column].map(_blank).all()
+        return column not in done or done[column].map(blank).all()
 
     out = [f"{c} (no verdict on it)" for c in (M.TOP1, M.PARAM_PRUNING_RATE) if absent(c)]
     if "control_of" not in cells:
@@ -286,74 +293,12 @@ def verdict_paragraph(cells: pd.DataFrame, rows: pd.DataFrame, protocols: dict, 
         pairs.append(_pair_text(key, own, here, protocols, claims))
         conclusions.append(_conclusion(key, here))
     text += " ".join(pairs)
-    control = cells["control_of"].map(lambda v: not _blank(v)) if "control_of" in cells else False
+    control = cells["control_of"].map(lambda v: not blank(v)) if "control_of" in cells else False
     used = cells[(cells["status"] == "finished") & (_is_baseline_matched(cells) | control)]
     used = pd.concat([edropout, used])
     if M.STATUS_NOTES in cells:
         text += f" {_noted(used)} of the {len(used)} finished cells compared here carry a status note (listed below)."
     return text + " Conclusion: " + "; ".join(conclusions) + "."
-
-
-def draw_verdict(rows: pd.DataFrame, path: Path) -> dict[tuple, list[str]]:
-    """Per (dataset, arch[, point]) facet two panels sharing x: EDropout minus each control (highlighted), each
-    baseline at EDropout's rate minus EDropout (grey, best first, the best LABELLED ones written out), 95% CIs, a
-    line at 0; filled = detected after Holm, '*' = a cell with a status note. Returns each facet's row labels
-    as read back from the drawn axes, top to bottom."""
-    rows = rows.dropna(subset=["mean"])
-    facets = sorted(set(zip(rows["dataset"], rows["arch"], rows["point"])))
-    counts = rows.groupby(["dataset", "arch", "point", "kind"]).size()
-    n_ctl = max([counts.get((*f, "control"), 0) for f in facets] + [1])
-    n_base = max([counts.get((*f, "baseline"), 0) for f in facets] + [1])
-    cols = min(len(facets), 3)
-    grid = math.ceil(len(facets) / cols)
-    fig = plt.figure(figsize=(5.2 * cols, grid * (0.28 * (n_ctl + n_base) + 2.2)), layout="constrained")
-    spec = fig.add_gridspec(2 * grid, cols, height_ratios=[n_ctl + 1.2, n_base + 1.2] * grid)
-    drawn = {}
-    for i, facet in enumerate(facets):
-        r, c = divmod(i, cols)
-        top = fig.add_subplot(spec[2 * r, c])
-        bottom = fig.add_subplot(spec[2 * r + 1, c], sharex=top)
-        here = rows[(rows["dataset"] == facet[0]) & (rows["arch"] == facet[1]) & (rows["point"] == facet[2])]
-        where = f"{facet[0]} / {facet[1]}" + (f" at {facet[2]}" if facet[2] else "")
-        _panel(top, here[here["kind"] == "control"], f"{where}\nEDropout - control (> 0: EDropout better)", True)
-        protocol = here["protocol"].iloc[0] if len(here) else PAPER
-        title = f"baseline at EDropout's rate - EDropout (> 0: baseline better)\nbudget protocol: {protocol}"
-        _panel(bottom, here[here["kind"] == "baseline"], title, False)
-        bottom.set_xlabel("top-1 difference (pp), 95% CI")
-        drawn[facet] = [t.get_text() for ax in (top, bottom) for t in ax.get_yticklabels()]
-    marks = [
-        Line2D([], [], marker="o", color="0.3", linestyle="", markerfacecolor=f, label=t)
-        for f, t in (("0.3", "detected after Holm"), ("white", "not detected"))
-    ]
-    marks.append(Line2D([], [], linestyle="", label="name * : a compared cell has a status note"))
-    fig.legend(handles=marks, loc="outside lower center", ncols=3, fontsize="small")
-    fig.suptitle("Verdict: top-1 differences at EDropout's rate, paired by seed (95% CI)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return drawn
-
-
-def _panel(ax, rows: pd.DataFrame, title: str, controls: bool) -> None:
-    rows = rows.sort_values("mean", ascending=False).reset_index(drop=True)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.grid(axis="x", color="0.9")
-    ax.margins(x=0.12)
-    for y, r in rows.iterrows():
-        color = CONTROL_COLOR if controls else BEST_COLOR if y < LABELLED else BASELINE_COLOR
-        low = r["mean"] if _blank(r["ci_low"]) else r["ci_low"]
-        high = r["mean"] if _blank(r["ci_high"]) else r["ci_high"]
-        ax.errorbar(r["mean"], y, xerr=[[r["mean"] - low], [high - r["mean"]]], fmt="o", color=color, capsize=2.5,
-                    markerfacecolor=color if r["detected"] else "white")  # fmt: skip
-        if controls or y < LABELLED:
-            label = {"xytext": (4, 0), "textcoords": "offset points", "va": "center", "fontsize": "x-small"}
-            ax.annotate(f"{r['mean']:+.2f}", (high, y), color=color, **label)
-    ax.set_yticks(range(len(rows)), [f"{n}{' *' if noted else ''}" for n, noted in zip(rows["name"], rows["noted"])])
-    ax.set_ylim(len(rows) - 0.5 if len(rows) else 0.5, -0.5)
-    ax.tick_params(axis="y", labelsize="small")
-    ax.set_title(title, fontsize="small", loc="left")
-    if rows.empty:
-        ax.text(0.5, 0.5, "none ran", transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
 def verdict_blocks(

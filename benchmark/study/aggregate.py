@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.cell.plugins import get_method
+from benchmark.core.integrity import result_problem
 from benchmark.core.io import read_json
 from benchmark.core.paths import FAILED_FILE, METRICS_FILE, relative_to_root
 from benchmark.study.cells import Cell, dense_cells, method_cells
@@ -61,6 +62,10 @@ def cell_row(cell: Cell) -> dict[str, Any]:
         "result_dir": relative_to_root(cell.out),
     }
     metrics = read_json(cell.out / METRICS_FILE)
+    problem = result_problem(metrics) if metrics is not None else None
+    if problem is not None:  # never averaged: listed as failed, and recomputed by the next study
+        row["status"], row["error"] = "failed", f"invalid result in {METRICS_FILE}: {problem}"
+        return row
     if metrics is not None and metrics.get("status") == "finished":
         row["status"] = "finished"
         row.update(

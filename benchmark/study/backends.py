@@ -1,9 +1,12 @@
 """Where a study's cells run: a worker executes one job; backends hand jobs out and collect results.
 
 Backends (`executor.backend` in params.yaml):
-- `local`: a pool of worker processes on this machine; each worker gets `cores // workers` torch
-  threads so that workers do not oversubscribe the cores.
-- `serial`: every cell in this process, one after the other (debugging).
+- `local`: one worker process per cell on this machine, at most `workers` at a time; each gets
+  `cores // workers` torch threads so that workers do not oversubscribe the cores. A worker that
+  dies (a signal, the OOM killer, os._exit) or overruns its time limit costs only its own cell,
+  which the driver records as failed with how it ended.
+- `serial`: every cell in this process, one after the other (debugging); the time limit stops
+  Python code, but a cell that kills its process takes the study with it.
 - `ray`: each cell is a Ray task with its own CPU/GPU request, on the cluster at `RAY_ADDRESS`
   (or a local Ray instance when unset). Results come back to the driver, which writes them, so
   workers need no shared disk; MLflow must then be a tracking server (`MLFLOW_TRACKING_URI`).
@@ -11,24 +14,28 @@ Backends (`executor.backend` in params.yaml):
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmark.cell.runner import run_cell
 from benchmark.cell.training import ProgressStyle
-from benchmark.core.errors import UserError
+from benchmark.core.errors import CellFailed
 from benchmark.core.io import write_json_atomic
 from benchmark.core.paths import FAILED_FILE, METRICS_FILE
-from benchmark.core.tracking import TrackingSettings, default_tracking_uri
+from benchmark.core.tracking import TrackingSettings
 from benchmark.study.cells import Cell
+from benchmark.study.gpus import assign_gpu, visible_gpus
 from benchmark.study.profiles import ExecutorSettings
 
 # ----------------------------------------------------------------------------------------------
@@ -54,6 +61,41 @@ class Job:
     threads: int | None
     progress_prefix: str
     env: dict[str, str | None] = field(default_factory=lambda: {k: os.environ.get(k) for k in FORWARDED_ENV})
+    time_limit: float | None = None  # seconds; None or 0: no limit
+
+
+class TimedOut(CellFailed):
+    def __init__(self, seconds: float):
+        super().__init__(f"timed out after {seconds:g} s")
+
+
+# A worker stuck in native code does not see the timer; the driver kills it this much later.
+HARD_LIMIT_GRACE = 30.0
+
+
+def hard_limit(job: Job) -> float | None:
+    return job.time_limit + max(HARD_LIMIT_GRACE, 0.1 * job.time_limit) if job.time_limit else None
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise `TimedOut` in the cell's own code after `seconds`: the cell then fails like any other
+    (its MLflow run closed FAILED, failed.json written). Needs the main thread; elsewhere the
+    driver's hard limit is all there is."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimedOut(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _apply_env(env: dict[str, str | None]) -> None:
@@ -74,6 +116,8 @@ def _set_threads(threads: int | None) -> None:
 
 def _failure_record(cell: Cell, exc: BaseException) -> dict[str, Any]:
     message = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, CellFailed):  # its message says it all: "diverged at epoch k: ..."
+        message = str(exc)
     return {
         "status": "failed",
         "error": message[:2000],
@@ -91,14 +135,58 @@ def execute(job: Job, out: Path | None = None) -> dict[str, Any]:
     style = ProgressStyle(lines=True, bars=False, prefix=job.progress_prefix)  # workers share one terminal
     start = time.perf_counter()
     try:
-        metrics = run_cell(job.cell.config, out, tracking=job.tracking, progress=style, save_model=job.save_model)
+        with time_limit(job.time_limit):
+            metrics = run_cell(job.cell.config, out, tracking=job.tracking, progress=style, save_model=job.save_model)
     except Exception as exc:  # noqa: BLE001 - the study goes on; the failure is recorded beside the cell
         record = _failure_record(job.cell, exc)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / FAILED_FILE, record)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / FAILED_FILE, record)
+        except OSError as write_error:  # e.g. a full disk: the driver records it (or stops with one line)
+            record["recorded"] = False
+            record["error"] += f" (and {FAILED_FILE} could not be written: {write_error.strerror or write_error})"
         return {**record, "seconds": time.perf_counter() - start}
     (out / FAILED_FILE).unlink(missing_ok=True)
     return {"status": "finished", "top1": metrics["top1"], "seconds": time.perf_counter() - start}
+
+
+def _oom_kills() -> int:
+    """How many processes the kernel's OOM killer has killed since boot (0 where it cannot be read)."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def death_record(cell: Cell, exitcode: int | None, oom_before: int) -> dict[str, Any]:
+    """How a worker that sent no result ended, for the driver to record (`recorded: False`)."""
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        how = f"was killed by signal {number} ({name})"
+        if number == signal.SIGKILL and _oom_kills() > oom_before:
+            how = "was killed by the kernel's OOM killer (out of memory)"
+    elif exitcode:
+        how = f"exited with code {exitcode}"
+    else:
+        how = "ended"
+    return driver_record(cell, f"the worker process {how} before the cell recorded a result")
+
+
+def driver_record(cell: Cell, error: str) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": error,
+        "label": cell.label,
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "recorded": False,  # the driver writes failed.json and closes the cell's MLflow run
+    }
 
 
 _PARENT_PID: int | None = None
@@ -119,7 +207,14 @@ def _worker_init(threads: int | None) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _execute_collect(job: Job) -> dict[str, Any]:
+def _run_child(job: Job, sender: Any, threads: int | None) -> None:
+    """A local worker process: one cell, its result sent back through `sender`."""
+    _worker_init(threads)
+    sender.send(execute(job))
+    sender.close()
+
+
+def execute_collect(job: Job) -> dict[str, Any]:
     """Ray task: run into a private folder and ship the files back to the driver."""
     with tempfile.TemporaryDirectory(prefix="cell-") as tmp:
         result = execute(job, Path(tmp))
@@ -142,44 +237,80 @@ def store_files(out: Path, files: dict[str, bytes]) -> None:
 # Backends: submit a job, get finished ones back
 
 
-class LocalBackend:
-    def __init__(self, workers: int, threads: int | None):
-        self.workers, self.threads = workers, threads
-        self.pool = self._new_pool()
-        self.futures: dict[cf.Future, Any] = {}
+@dataclass
+class _Running:
+    process: Any
+    receiver: Any
+    job: Job
+    started: float
+    oom_before: int
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        # forkserver: workers fork from a clean server process that has imported the harness (torch,
-        # timm) but run nothing, so they start in a fraction of a second; forking this process,
-        # which may already have run torch, would be unsafe.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["benchmark.study.backends"])
-        return cf.ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_worker_init, initargs=(self.threads,)
-        )
+
+# What the fork server imports once, so that no cell process pays for it: the harness (torch, timm) and
+# the parts of MLflow a cell's tracker imports lazily (about 1.2 s per cell on a 2-core machine otherwise).
+PRELOAD = ["benchmark.study.backends", "mlflow.tracking", "mlflow.entities", "mlflow.tracking.context.registry"]
+
+
+class LocalBackend:
+    """One process per cell, forked from a server that has imported the harness (torch, timm) but run
+    nothing, so a cell starts in a fraction of a second; forking this process, which may already have
+    run torch, would be unsafe. A dead or overdue worker is the driver's to record. GPUs: `assign_gpu`."""
+
+    def __init__(self, workers: int, threads: int | None, gpus: list[str] | None = None):
+        self.workers, self.threads = workers, threads
+        self.gpus = visible_gpus() if gpus is None else gpus
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(PRELOAD)
+        self.running: dict[Any, _Running] = {}
 
     def submit(self, key: Any, job: Job) -> None:
-        self.futures[self.pool.submit(execute, job)] = key
+        job = assign_gpu(job, self.gpus, [r.job for r in self.running.values()])
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_run_child, args=(job, sender, self.threads), name=job.cell.label)
+        process.start()
+        sender.close()
+        self.running[key] = _Running(process, receiver, job, time.monotonic(), _oom_kills())
 
     def wait(self) -> list[tuple[Any, dict[str, Any]]]:
-        done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
-        results, broken = [], False
-        for future in done:
-            key = self.futures.pop(future)
-            try:
-                results.append((key, future.result()))
-            except cf.process.BrokenProcessPool:
-                broken = True
-                results.append(
-                    (key, {"status": "failed", "error": "the worker process died (out of memory?)", "seconds": 0.0})
-                )
-        if broken:  # a dead worker breaks the whole pool: start a new one for the remaining cells
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
-        return results
+        while True:
+            handles = [h for r in self.running.values() for h in (r.receiver, r.process.sentinel)]
+            ready = set(multiprocessing.connection.wait(handles, timeout=1.0))
+            results = []
+            for key, run in list(self.running.items()):
+                limit = hard_limit(run.job)
+                if run.receiver in ready or run.process.sentinel in ready:
+                    results.append((key, self._finish(run)))
+                elif limit is not None and time.monotonic() - run.started > limit:
+                    run.process.kill()
+                    run.process.join()
+                    record = driver_record(run.job.cell, f"timed out after {run.job.time_limit:g} s")
+                    results.append((key, {**record, "seconds": time.monotonic() - run.started}))
+                else:
+                    continue
+                run.receiver.close()
+                del self.running[key]
+            if results:
+                return results
+
+    @staticmethod
+    def _finish(run: _Running) -> dict[str, Any]:
+        result = None
+        try:
+            if run.receiver.poll():
+                result = run.receiver.recv()
+        except (EOFError, OSError):  # the worker died before it sent anything
+            pass
+        run.process.join()
+        if result is None:
+            result = death_record(run.job.cell, run.process.exitcode, run.oom_before)
+        result.setdefault("seconds", time.monotonic() - run.started)
+        return result
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for run in self.running.values():  # the study stopped early: its cells are redone on resume
+            run.process.kill()
+            run.process.join()
+        self.running.clear()
 
 
 class SerialBackend:
@@ -195,53 +326,6 @@ class SerialBackend:
 
     def close(self) -> None:
         pass
-
-
-class RayBackend:
-    def __init__(self, settings: ExecutorSettings, tracking: TrackingSettings):
-        try:
-            import ray
-        except ImportError:
-            raise UserError("executor backend 'ray' needs the ray package: pip install 'ray[default]'") from None
-        address = os.environ.get("RAY_ADDRESS")
-        uri = tracking.uri or default_tracking_uri()
-        if address and address != "local" and tracking.enabled and uri.startswith(("sqlite:", "file:")):
-            raise UserError(
-                f"executor 'ray' on the cluster at RAY_ADDRESS={address} needs MLflow on a tracking "
-                f"server, not {uri}: set MLFLOW_TRACKING_URI=http://<host>:5000"
-            )
-        self.ray = ray
-        if not ray.is_initialized():
-            ray.init(
-                address=address or None,
-                include_dashboard=False,
-                log_to_driver=True,
-                logging_level="WARNING",
-                configure_logging=True,
-            )
-        self.task = ray.remote(num_cpus=settings.cpus_per_cell, num_gpus=settings.gpus_per_cell, max_retries=0)(
-            _execute_collect
-        )
-        self.refs: dict[Any, Any] = {}
-
-    def submit(self, key: Any, job: Job) -> None:
-        self.refs[self.task.remote(job)] = key
-
-    def wait(self) -> list[tuple[Any, dict[str, Any]]]:
-        done, _ = self.ray.wait(list(self.refs), num_returns=1)
-        results = []
-        for ref in done:
-            key = self.refs.pop(ref)
-            try:
-                results.append((key, self.ray.get(ref)))
-            except Exception as exc:  # noqa: BLE001 - the task or its node died
-                results.append(
-                    (key, {"status": "failed", "error": f"ray task failed: {exc}".splitlines()[0], "seconds": 0.0})
-                )
-        return results
-
-    def close(self) -> None:
-        self.ray.shutdown()
 
 
 def cpu_cores() -> int:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from benchmark.cell.checkpoint import NotLoadable, load_network
 from benchmark.cell.data import get_spec
 from benchmark.cell.measure import torch_threads
 from benchmark.core import metrics as M
@@ -232,12 +233,12 @@ class _Loader:
 
     def dense(self, path: Path) -> nn.Module:
         if path != self.path:
-            self.path, self.model = path, torch.load(path, weights_only=False)
+            self.path, self.model = path, load_network(path)
         return self.model
 
     @staticmethod
     def load(path: Path) -> nn.Module:
-        return torch.load(path, weights_only=False)
+        return load_network(path)
 
 
 def measure_cell(
@@ -265,8 +266,8 @@ def measure_cell(
     try:
         pruned = loader.load(paths[0])
         reference = loader.dense(paths[1]) if dense is not None else None
-    except Exception as exc:  # noqa: BLE001 - e.g. a network pickled by code that has changed since
-        return f"network not loadable ({type(exc).__name__})"
+    except NotLoadable:  # e.g. a network saved by an older version, or a planted file
+        return "network not loadable"
     columns = measure_networks(pruned, reference, Shape.of(metrics), protocol, metrics.get(M.MAC_REDUCTION))
     record = {
         "key": key,
@@ -338,10 +339,7 @@ def repeat_pair(dense_dir: Path, pruned_dir: Path, times: int = 5, protocol: Pro
     protocol = protocol or Protocol()
     (metrics, pruned), (_, dense) = _load_result(pruned_dir), _load_result(dense_dir)
     shape = Shape.of(metrics)
-    runs = [
-        measure_networks(torch.load(pruned, weights_only=False), torch.load(dense, weights_only=False), shape, protocol)
-        for _ in range(times)
-    ]
+    runs = [measure_networks(load_network(pruned), load_network(dense), shape, protocol) for _ in range(times)]
     out = {}
     for b in shape.batches:
         columns = {"speedup": M.latency_speedup(b), "pruned_ms": M.latency_ms(b), "dense_ms": M.dense_latency_ms(b)}

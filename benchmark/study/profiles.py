@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.core.config import RunConfig, load_yaml, set_value, validate
+from benchmark.core.config import RunConfig, set_value, validate
 from benchmark.core.errors import UserError, unknown_choice
+from benchmark.core.params import read_params
 from benchmark.core.paths import PROJECT_ROOT
 
 PROFILE_KEYS = {
@@ -23,7 +25,7 @@ PROFILE_KEYS = {
     "set",
     "executor",
 }
-EXECUTOR_KEYS = {"backend", "workers", "threads_per_worker", "cpus_per_cell", "gpus_per_cell"}
+EXECUTOR_KEYS = {"backend", "workers", "threads_per_worker", "cpus_per_cell", "gpus_per_cell", "cell_timeout"}
 BACKENDS = ("local", "serial", "ray")
 
 
@@ -36,6 +38,10 @@ class ExecutorSettings:
     threads_per_worker: int | None = None  # torch threads per cell; None = cores // workers (>= 1)
     cpus_per_cell: float = 1.0  # ray: CPUs requested per cell
     gpus_per_cell: float = 0.0  # ray: GPUs requested per cell
+    # Seconds one cell may run before it is stopped and recorded FAILED ("timed out after N s"); None =
+    # TIMEOUT_FACTOR x the longest cell this study has finished so far (at least TIMEOUT_FLOOR s), no
+    # limit before the first one finishes; 0 = no limit.
+    cell_timeout: float | None = None
 
 
 @dataclass
@@ -83,7 +89,7 @@ def point_label(point: dict[str, Any]) -> str:
 
 def load_params(path: str | Path = PROJECT_ROOT / "params.yaml") -> dict[str, Any]:
     path = Path(path)
-    params = load_yaml(path, "study file")
+    params = read_params(path, "study file")  # bounded: no alias bombs, no huge files
     if not isinstance(params, dict) or not isinstance(params.get("profiles"), dict) or not params["profiles"]:
         raise UserError(f"{path.name}: expected a 'profiles' mapping of named study profiles")
     return params
@@ -238,10 +244,12 @@ def _executor(profile: str, value: Any) -> ExecutorSettings:
         n = getattr(settings, name)
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise UserError(f"{key}.{name} must be a positive integer, got {n!r}")
-    for name in ("cpus_per_cell", "gpus_per_cell"):
+    for name in ("cpus_per_cell", "gpus_per_cell", "cell_timeout"):
         n = getattr(settings, name)
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0:
-            raise UserError(f"{key}.{name} must be a number >= 0, got {n!r}")
+        if name == "cell_timeout" and n is None:
+            continue
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 0:
+            raise UserError(f"{key}.{name} must be a finite number >= 0, got {n!r}")
     return settings
 
 

@@ -22,22 +22,20 @@ from typing import Any
 from benchmark.cell.plugins import get_method
 from benchmark.cell.runner import CellIdentity, identify, is_done, read_matched, read_twin
 from benchmark.core.errors import UserError
-from benchmark.core.io import read_json, write_json_atomic
+from benchmark.core.io import check_writable, read_json, write_json_atomic
 from benchmark.core.paths import FAILED_FILE, METRICS_FILE, results_root
-from benchmark.core.tracking import (
-    TrackingSettings,
+from benchmark.core.study_runs import (
     close_parent_run,
-    default_tracking_uri,
-    ensure_experiment,
+    fail_open_cell_runs,
     log_parent_progress,
     open_parent_run,
     reconcile_finished,
 )
+from benchmark.core.tracking import TrackingSettings, default_tracking_uri, ensure_experiment
 from benchmark.study.backends import (
     FORWARDED_ENV,
     Job,
     LocalBackend,
-    RayBackend,
     SerialBackend,
     cpu_cores,
     execute,
@@ -46,6 +44,8 @@ from benchmark.study.backends import (
 )
 from benchmark.study.cells import Cell
 from benchmark.study.profiles import ExecutorSettings
+from benchmark.study.progress import Progress, clock
+from benchmark.study.ray_backend import RayBackend
 
 __all__ = ["FAILED_FILE", "FORWARDED_ENV", "StudyOutcome", "cpu_cores", "execute", "plan_workers", "run_study"]
 
@@ -59,58 +59,36 @@ class StudyOutcome:
     seconds: float = 0.0
 
 
-class Progress:
-    """Study-level progress: a bar on a terminal, and one line per finished cell everywhere."""
-
-    def __init__(self, stage: str, total: int, done: int, workers: int):
-        from tqdm import tqdm
-
-        self.stage, self.total, self.done, self.workers = stage, total, done, workers
-        self.start = time.perf_counter()
-        self.durations: list[float] = []
-        self.bar = tqdm(
-            total=total,
-            initial=done,
-            desc=f"{stage} cells",
-            unit="cell",
-            file=sys.stderr,
-            disable=None,
-            position=0,
-            dynamic_ncols=True,
-        )
-
-    def eta(self, remaining: int) -> float | None:
-        if not self.durations:
-            return None
-        return sum(self.durations) / len(self.durations) * remaining / min(self.workers, max(1, remaining))
-
-    def cell_done(self, cell: Cell, result: dict[str, Any], remaining: int) -> None:
-        self.done += 1
-        self.durations.append(result.get("seconds", 0.0))
-        self.bar.update(1)
-        eta = self.eta(remaining)
-        outcome = f"top-1 {result['top1']:.2f}%" if result["status"] == "finished" else f"FAILED: {result['error']}"
-        line = (
-            f"{self.stage} [{self.done}/{self.total}] {cell.label}: {outcome} ({result.get('seconds', 0):.0f}s)"
-            f" | elapsed {_clock(time.perf_counter() - self.start)}"
-            f" ETA {_clock(eta) if eta is not None else '?'}"
-        )
-        self.bar.write(line, file=sys.stderr)
-
-    def close(self) -> None:
-        self.bar.close()
+# The default per-cell time limit: this multiple of the longest finished cell, and at least this many seconds.
+TIMEOUT_FACTOR = 10.0
+TIMEOUT_FLOOR = 600.0
 
 
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+def _write_failed(folder: Path, record: dict[str, Any], withdraw: bool = False) -> None:
+    """failed.json; `withdraw`: also remove a metrics.json the failed worker wrote before it was stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / FAILED_FILE, record)
+    if withdraw:
+        (folder / METRICS_FILE).unlink(missing_ok=True)
+
+
+def _written(where: Path, write: Any, *args: Any) -> None:
+    """Run a write of the study process; a write error (a full disk, a read-only folder) stops the study
+    with one line. Cells in flight are stopped and redone on resume; nothing is left half-written."""
+    try:
+        write(*args)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {where} ({exc.strerror or exc}); the study stopped there: free space or fix the "
+            "folder's permissions and run it again (finished cells are kept)"
+        ) from None
 
 
 class StudyLock:
     """One study at a time per results folder (the lock goes away with the process, even on SIGKILL)."""
 
     def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder)  # a read-only results folder is one line, before any cell runs
         self.path = folder / ".study.lock"
 
     def __enter__(self) -> StudyLock:
@@ -218,6 +196,7 @@ class _Study:
         self.todo: list[Cell] = []
         self.in_flight: dict[int, Cell] = {}
         self.status: dict[Path, str] = {}  # result folder -> 'finished' | 'failed' (this run)
+        self.longest = 0.0  # seconds of the longest cell finished in this run (the default time limit's scale)
 
     @property
     def remaining(self) -> int:
@@ -280,9 +259,16 @@ class _Study:
     def _backend(self, workers: int, threads: int | None) -> Any:
         if self.executor.backend == "ray":
             return RayBackend(self.executor, self.tracking)
-        if self.executor.backend == "serial" or workers == 1:
+        if self.executor.backend == "serial":
             return SerialBackend()
         return LocalBackend(workers, threads)
+
+    def time_limit(self) -> float | None:
+        """Seconds the next cell may run: `executor.cell_timeout`, or TIMEOUT_FACTOR x the longest cell
+        finished so far in this study (at least TIMEOUT_FLOOR s; none before one has finished)."""
+        if self.executor.cell_timeout is not None:
+            return self.executor.cell_timeout or None
+        return max(TIMEOUT_FLOOR, TIMEOUT_FACTOR * self.longest) if self.longest else None
 
     def _loop(self, backend: Any, workers: int, threads: int | None) -> None:
         while self.todo or self.waiting or self.in_flight:
@@ -290,7 +276,9 @@ class _Study:
             while self.todo and len(self.in_flight) < workers:
                 cell = self.todo.pop(0)
                 self.in_flight[id(cell)] = cell
-                backend.submit(id(cell), Job(cell, self.tracking, self.save_model, threads, f"[{cell.label}] "))
+                tracking = dataclasses.replace(self.tracking, operating_point=cell.operating_point)  # its run's tag
+                job = Job(cell, tracking, self.save_model, threads, f"[{cell.label}] ", time_limit=self.time_limit())
+                backend.submit(id(cell), job)
             if not self.in_flight:
                 if self.waiting:  # nothing can make progress: a prerequisite is not part of this study
                     for cell in self.waiting:
@@ -316,8 +304,7 @@ class _Study:
                     "seconds": 0.0,
                     "error": f"needs the result in {cell.after}, which {state}",
                 }
-                cell.out.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(cell.out / FAILED_FILE, {**result, "label": cell.label})
+                _written(cell.out / FAILED_FILE, _write_failed, cell.out, {**result, "label": cell.label})
                 self.outcome.failed.append((cell.label, result["error"]))
                 self.progress.cell_done(cell, result, self.remaining)
                 continue
@@ -331,10 +318,13 @@ class _Study:
 
     def _collect(self, cell: Cell, result: dict[str, Any]) -> None:
         if "files" in result:
-            store_files(cell.out, result.pop("files"))
+            _written(cell.out, store_files, cell.out, result.pop("files"))
+        if result.get("recorded") is False:  # the worker died, was stopped, or could not write its record
+            self._record_failure(cell, result)
         self.status[cell.out] = "finished" if result["status"] == "finished" else "failed"
         if result["status"] == "finished":
             self.outcome.finished += 1
+            self.longest = max(self.longest, result.get("seconds", 0.0))
             if self.prepared is not None:
                 check_split(json.loads((cell.out / METRICS_FILE).read_text()), self.prepared)
         else:
@@ -342,7 +332,16 @@ class _Study:
         self.progress.cell_done(cell, result, self.remaining)
         log_parent_progress(self.tracking, self.progress.done, len(self.outcome.failed))
 
+    def _record_failure(self, cell: Cell, result: dict[str, Any]) -> None:
+        """What a worker could not record itself: failed.json (no result stays beside it) and its MLflow run."""
+        record = {k: v for k, v in result.items() if k not in ("recorded", "seconds")}
+        _written(cell.out / FAILED_FILE, _write_failed, cell.out, record, True)
+        if self.tracking.enabled and self.tracking.parent_run_id:
+            fail_open_cell_runs(self.tracking, identify(cell.config).config_hash, result["error"])
+
     def _close(self) -> None:
+        if self.tracking.enabled:
+            self._reconcile()  # a result written just before its worker was stopped gets its run finished
         outcome = self.outcome
         close_parent_run(
             self.tracking,
@@ -357,7 +356,7 @@ class _Study:
         )
         print(
             f"{self.stage}: {outcome.finished} cells run, {outcome.skipped} already done, {len(outcome.failed)} "
-            f"failed in {_clock(outcome.seconds)}",
+            f"failed in {clock(outcome.seconds)}",
             file=sys.stderr,
         )
         for label, error in outcome.failed:

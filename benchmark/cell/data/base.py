@@ -20,9 +20,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
+from benchmark.cell.data.download import BUILTIN, Source
 from benchmark.core.config import DataConfig
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
+
 
 @dataclass
 class Split:
@@ -69,21 +71,24 @@ class DatasetSpec:
     augment_default: bool
     description: str
     source: str = ""  # the file that registered it (part of its cells' code fingerprint)
+    fetch: Source = BUILTIN  # where its files come from (the `data` stage; `python -m benchmark plan`)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(name: str, *, build: Callable[[DataConfig, int], DatasetBundle], num_classes: int | None,
-                     in_chans: int, native_size: int, augment_default: bool, description: str) -> DatasetSpec:
-    """Add a dataset to the registry; `build(cfg, seed)` returns its DatasetBundle. A taken name is an error."""
+                     in_chans: int, native_size: int, augment_default: bool, description: str,
+                     fetch: Source = BUILTIN) -> DatasetSpec:
+    """Add a dataset to the registry; `build(cfg, seed)` returns its DatasetBundle; `fetch` says where its
+    files come from (default: nothing to fetch). A taken name is an error."""
     if not callable(build):
         raise UserError(f"dataset {name!r}: build must be callable, got {type(build).__name__}")
     module = sys.modules.get(getattr(build, "__module__", ""))
     source = getattr(module, "__file__", None) or inspect.getfile(build)
     return DATASETS.add(name, DatasetSpec(
         name=name, build=build, num_classes=num_classes, in_chans=in_chans, native_size=native_size,
-        augment_default=augment_default, description=description, source=str(Path(source).resolve())))
+        augment_default=augment_default, description=description, source=str(Path(source).resolve()), fetch=fetch))
 
 
 def get_spec(name: str) -> DatasetSpec:

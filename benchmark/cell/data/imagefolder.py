@@ -10,6 +10,7 @@ from torch.utils.data import Subset
 from torchvision import datasets as tvd
 
 from benchmark.cell.data.base import DATASETS, DatasetBundle, register_dataset, stratified_split
+from benchmark.cell.data.download import Source
 from benchmark.cell.data.files import transforms_for
 from benchmark.core.config import DataConfig
 from benchmark.core.errors import UserError
@@ -42,5 +43,12 @@ def _imagefolder(cfg: DataConfig, seed: int) -> DatasetBundle:
                          len(probe.classes), in_chans, cfg.input_size or spec.native_size, split)
 
 
+def _present(root: Path) -> bool:
+    folder = root / "train" if (root / "train").is_dir() else root
+    return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+WHERE = "class sub-folders of images (<class>/*.png, or train/<class>/... with optional val/ and test/)"
 register_dataset("imagefolder", build=_imagefolder, num_classes=None, in_chans=3, native_size=224,
-                 augment_default=True, description="any local folder of class sub-folders (torchvision ImageFolder)")
+                 augment_default=True, description="any local folder of class sub-folders (torchvision ImageFolder)",
+                 fetch=Source("local", WHERE, None, _present))
