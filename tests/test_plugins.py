@@ -141,7 +141,8 @@ def test_broken_plugins_are_one_line_each_and_the_rest_still_works(tmp_path, bro
     listed = run_cli("list", "methods", env=env)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert any(ln.startswith("keep_all ") for ln in lines) and lines[0].startswith("dense ")
+    assert lines[0].startswith("METHOD ")  # the header, then the methods
+    assert any(ln.startswith("keep_all ") for ln in lines) and lines[1].startswith("dense ")
     broken = [ln for ln in lines if ln.startswith("BROKEN")]
     assert len(broken) == 3, listed.stdout
     for name, (_, problem) in BROKEN_FILES.items():
@@ -184,7 +185,8 @@ def test_missing_plugin_folder_is_reported_not_fatal(tmp_path):
     missing = tmp_path / "no_such_folder"
     listed = run_cli("list", "methods", env={methods.PLUGIN_PATH_ENV: str(missing)})
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.splitlines()[0].startswith("dense ")
+    header, first = listed.stdout.splitlines()[:2]
+    assert header.startswith("METHOD ") and first.startswith("dense ")
     (line,) = [ln for ln in listed.stdout.splitlines() if ln.startswith("BROKEN")]
     assert str(missing) in line and "not found" in line
 

@@ -86,9 +86,12 @@ def tiny_config(method: str = "dense", **method_args) -> RunConfig:
     return cfg
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _own_stores(tmp_path_factory):
-    """Results and dense checkpoints in a temporary folder: nothing read from or written to the project's."""
+    """Results and dense checkpoints in a temporary folder: nothing read from or written to the project's.
+
+    Module scope: the variables are set for this file's tests only and removed after them (a session-wide
+    autouse fixture would stay on for every later test of the worker and send their studies elsewhere)."""
     root = tmp_path_factory.mktemp("stores")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BENCHMARK_RESULTS", str(root / "results"))
@@ -96,7 +99,7 @@ def _own_stores(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_cells(tmp_path_factory) -> tuple[TrackingSettings, dict[str, dict]]:
     """A real MLflow sqlite store and the metrics.json of three real tiny cells (dense, EDropout, SNIP at
     0.5): the templates of the synthetic results."""
