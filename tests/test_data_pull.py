@@ -249,3 +249,48 @@ def test_dvc_push_and_pull_share_the_data_stage_output(server, monkeypatch, tmp_
 
     assert {f: (repo / "data/raw" / f).read_bytes() for f in _files(repo / "data/raw")} == before
     assert len(before) == 4
+
+
+def test_a_dataset_failing_at_once_leaves_the_others_staging_alone(tmp_path, monkeypatch):
+    """Datasets pulled in parallel share the staging folder: one that fails at once must not remove it while
+    another is still creating its own folder there (a CI run lost the whole data stage to that race). The
+    race's window, between creating the shared folder and the dataset's folder in it, is widened to 0.3 s:
+    every dataset still gets its one-line error, and no staging folder is left behind."""
+    from benchmark.cell.data.download import Resource, Source
+
+    real_mkdir = Path.mkdir
+
+    def slow_after_creating_staging(self, *args, **kwargs):
+        created = not self.exists()
+        real_mkdir(self, *args, **kwargs)
+        if self.name == STAGING and created:
+            time.sleep(0.3)  # the thread that made the shared folder pauses before making its own in it
+
+    def source(i: int) -> Source:
+        resource = Resource((REFUSED + f"d{i}.gz",), f"d{i}.gz", "0" * 32, folder=f"D{i}/raw")
+        return Source("download", where=f"D{i}/raw/d{i}.gz", resources=lambda: [resource])
+
+    monkeypatch.setattr(Path, "mkdir", slow_after_creating_staging)
+    root = tmp_path / "raw"
+    done, errors = pull({f"d{i}": (source(i), root) for i in range(4)})
+    assert done == {} and len(errors) == 4, errors
+    assert all(e.startswith(f"dataset 'd{i}' missing: cannot download d{i}.gz") for i, e in enumerate(errors))
+    assert not (root / STAGING).exists()
+
+
+def test_an_archive_that_does_not_unpack_is_a_one_line_error(server, tmp_path):
+    """A mirror serving an archive whose MD5 matches but that does not unpack (a wrong checksum table, a
+    truncated upload): that dataset's one line, the others pulled, nothing of it left."""
+    from benchmark.cell.data.download import Resource, Source
+
+    broken, good = b"not a tar archive", b"fine"
+    server.files |= {"/broken.tar.gz": broken, "/good.bin": good}
+    tar = Resource((server.url + "broken.tar.gz",), "broken.tar.gz", _md5(broken), "B", extract=True)
+    plain = Resource((server.url + "good.bin",), "good.bin", _md5(good), "G")
+    sources = {"broken": Source("download", "B/", lambda: [tar]), "good": Source("download", "G/", lambda: [plain])}
+    root = tmp_path / "raw"
+    done, errors = pull({name: (src, root) for name, src in sources.items()})
+    assert done == {"good": "downloaded"} and (root / "G" / "good.bin").read_bytes() == good
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert errors[0].startswith("dataset 'broken' not pulled: ReadError: ") and "partial downloads removed" in errors[0]
+    assert _files(root) == ["G/good.bin"] and not (root / STAGING).exists()

@@ -1,6 +1,10 @@
 """MLflow bookkeeping of cells: finished, failed, skipped."""
 
+import multiprocessing as mp
+import time
+
 import pytest
+from mlflow.tracking import MlflowClient
 
 from benchmark.cell.runner import identify, is_done, run_cell
 from benchmark.core.tracking import TrackingSettings
@@ -202,3 +206,35 @@ def test_the_study_run_carries_the_profile_outputs_and_a_description(tracked_stu
     run = client.get_run(run_id)
     assert run.data.params["seeds"] == "[0]" and run.data.tags["profile_changed"] == "seeds"
     assert record_study_outputs(settings, "no-such-study", profile, [], "") is None
+
+
+def _log_digits_at(uri: str, run_id: str, start: float) -> str:
+    """One cell's dataset logging, released at `start` (a forked worker of the race test)."""
+    from benchmark.core.tracking import Tracker
+
+    tracker = Tracker.__new__(Tracker)  # the run exists already: only its client is needed
+    tracker.client, tracker.run_id = MlflowClient(uri), run_id
+    while time.time() < start:
+        pass
+    try:
+        tracker.log_dataset("digits", "f" * 64, {"train": 1, "val": 1, "test": 1})
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - the test reports what went wrong
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_cells_logging_the_same_dataset_at_once_all_succeed(mlflow_uri):
+    """MLflow's log_inputs looks a dataset up and then inserts it, so cells of one study that log the same split
+    at the same instant race for the unique key (a CI run lost a cell to it). Four processes released at once:
+    every one links the dataset, and the store holds it once."""
+    from benchmark.core.tracking import Tracker
+
+    runs = [Tracker(mlflow_uri, "race", f"cell{i}", tags={}).run_id for i in range(4)]
+    start = time.time() + 1.0  # after every worker has forked and imported MLflow
+    with mp.get_context("fork").Pool(4) as pool:
+        outcomes = pool.starmap(_log_digits_at, [(mlflow_uri, run, start) for run in runs])
+    assert outcomes == ["ok"] * 4, outcomes
+    client = MlflowClient(mlflow_uri)
+    for run in runs:
+        (data,) = client.get_run(run).inputs.dataset_inputs
+        assert data.dataset.name == "digits" and data.dataset.digest == "f" * 36

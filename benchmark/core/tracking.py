@@ -25,6 +25,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEFAULT_EXPERIMENT = "pruning-benchmark"
 PARAM_CHUNK = 100  # MLflow accepts at most 100 params per batch
+DATASET_ATTEMPTS = 5  # log_inputs retries after a concurrent cell inserted the same dataset first
 # Metric sections: the MLflow UI groups a run's charts by the part of the name before '/'.
 SECTIONS = ("train", "val", "search", "final")
 
@@ -292,13 +293,24 @@ class Tracker:
         """The cell's data as an MLflow dataset input: its name, the digest of the seed's split and the split
         sizes (the run page's "Datasets used"; runs on the same split share the digest)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         source = json.dumps({"dataset": name, "split_hash": split_hash})
         profile = json.dumps({"num_rows": {split: int(n) for split, n in sizes.items()}})
         dataset = Dataset(name=name, digest=split_hash[:36], source_type="code", source=source, profile=profile)
         inputs = [DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train+val+test")])]
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as exc:  # wrapping the store's IntegrityError
+                # MLflow looks the dataset up, then inserts it: two cells of one experiment that log the same
+                # split at once both miss it and one insert breaks the unique key. The next try finds the row.
+                text = str(exc).lower()  # sqlite/PostgreSQL: "unique constraint"; MySQL: "duplicate entry"
+                if ("unique" not in text and "duplicate" not in text) or attempt == DATASET_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def log_model(self, model: Any, inputs: Any) -> None:
         """The final network as an MLflow PyTorch model under the artifact path `model`, with the signature

@@ -18,6 +18,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import shutil
+import tarfile
+import zipfile
 import socket
 import urllib.error
 from collections.abc import Callable
@@ -135,11 +137,7 @@ def pull_one(name: str, source: Source, root: Path) -> str:
             "(or `dvc pull data` from a DVC remote that has them)"
         ) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            (root / STAGING).rmdir()
-        except OSError:
-            pass  # another dataset is still downloading there, or it is gone already
+        shutil.rmtree(staging, ignore_errors=True)  # the shared STAGING folder goes when the whole pull ends
     if source.present is not None and not source.present(root):
         raise PullError(f"dataset {name!r}: downloaded, but {source.where} is still not complete under {str(root)!r}")
     return "downloaded"
@@ -161,6 +159,14 @@ def pull(sources: dict[str, tuple[Source, Path]]) -> tuple[dict[str, str], list[
                     done[name] = future.result()
                 except PullError as exc:
                     errors[name] = str(exc)
+                except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:  # a full disk, a broken archive
+                    errors[name] = f"dataset {name!r} not pulled: {type(exc).__name__}: {exc} (partial downloads removed)"
     finally:
         socket.setdefaulttimeout(before)
+        # only now: removing it while another dataset's thread is creating its folder in it races
+        for root in {Path(root) for _, root in sources.values()}:
+            try:
+                (root / STAGING).rmdir()
+            except OSError:
+                pass  # never created (nothing downloaded), or not empty (left alone rather than lost)
     return dict(sorted(done.items())), [errors[n] for n in sorted(errors)]
