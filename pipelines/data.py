@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from benchmark.cell.data import get_spec
-from benchmark.cell.data.download import pull
 from benchmark.core.config import DataConfig
 from benchmark.core.errors import UserError
 from benchmark.core.io import write_json_atomic
 from benchmark.study.plan import confirm_cost
 from benchmark.study.profiles import get_profile, load_params
+from benchmark.study.pull import pull
 from pipelines._main import stage_main
 
 MANIFEST = "datasets.json"  # what the stage found or fetched (also keeps data/raw a non-empty DVC output)

@@ -24,8 +24,8 @@ from torchvision import datasets as tvd
 
 from benchmark.cell.data import build_dataset, get_spec
 from benchmark.cell.data import cifar as cifar_mod
-from benchmark.cell.data.download import STAGING, TIMEOUT_ENV, pull
 from benchmark.core.config import DataConfig
+from benchmark.study.pull import STAGING, TIMEOUT_ENV, pull
 from tests.conftest import ROOT
 from tests.test_data_formats import write_cifar10, write_mnist
 
@@ -208,7 +208,7 @@ def test_data_stage_offline_is_one_line_per_missing_dataset(monkeypatch, tmp_pat
         assert line.startswith("error: dataset ") and "under 'data/raw'" in line and "dvc pull data" in line
     assert "KMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte" in lines[-2]
     assert lines[-1].startswith("error: 3 of 3 datasets of profile 'paper' missing")
-    assert _files(tmp_path) == []  # no manifest, no partial file
+    assert list(tmp_path.iterdir()) == []  # no manifest, no partial file, not even an empty data/raw
 
 
 def _run(*cmd: str, cwd: Path) -> str:

@@ -26,16 +26,23 @@ LIBRARIES = (PROJECT_ROOT / "edropout",)
 def fingerprint_files(method: MethodSpec, dataset: DatasetSpec) -> list[Path]:
     """Every file a cell of `method` on `dataset` depends on, in a fixed order."""
     sources = tuple(spec.source for spec in map(DATASETS.get, DATASETS.names()) if spec.source)
-    common, resolved = _common_files(sources)
-    files = list(common)
     owns = [dataset.source, method.source]
     if method.control_of is not None and method.control_of in METHODS:  # a control runs its method's code
         owns.append(METHODS.get(method.control_of).source)
+    return list(_files(sources, tuple(owns)))
+
+
+@functools.lru_cache(maxsize=256)
+def _files(family_sources: tuple[str, ...], owns: tuple[str | None, ...]) -> tuple[Path, ...]:
+    """The common files, then each own file once (listed once per process and combination: a study of
+    10,000 cells asks ~10,000 times for a few dozen combinations)."""
+    common, resolved = _common_files(family_sources)
+    files = list(common)
     for own in owns:
         if own and Path(own).is_file() and Path(own).resolve() not in resolved:
             files.append(Path(own))
             resolved = resolved | {Path(own).resolve()}
-    return files
+    return tuple(files)
 
 
 @functools.lru_cache(maxsize=16)

@@ -200,19 +200,22 @@ def read_matched(folder: Path, cfg: RunConfig) -> tuple[float, str]:
     same arch, dataset, seed and settings as `cfg` (its method_args apart)."""
     path = Path(folder) / METRICS_FILE
     result = read_json(path)
-    fix = (
-        f"run that cell first ({edropout_command(cfg, path.parent)}), "
-        "or name its folder with --set method_args.matched_from=FOLDER"
-    )
     where = f"{cfg.model.arch}/{cfg.data.name}/seed {cfg.seed}"
+
+    def fix() -> str:  # only when refusing: a study checks thousands of matched cells that are fine
+        return (
+            f"run that cell first ({edropout_command(cfg, path.parent)}), "
+            "or name its folder with --set method_args.matched_from=FOLDER"
+        )
+
     try:
         rate = float(result[M.PARAM_PRUNING_RATE])
         source = f"{relative_to_root(Path(folder), results_root())} ({result['config_hash']})"
     except (TypeError, ValueError, KeyError):
-        raise UserError(f"--sparsity matched needs EDropout's result for {where} at {path}: {fix}") from None
+        raise UserError(f"--sparsity matched needs EDropout's result for {where} at {path}: {fix()}") from None
     problem = _matched_mismatch(result.get("config"), cfg)
     if problem:
-        raise UserError(f"--sparsity matched needs EDropout's result for {where}; {path} {problem}: {fix}")
+        raise UserError(f"--sparsity matched needs EDropout's result for {where}; {path} {problem}: {fix()}")
     return rate, source
 
 

@@ -39,23 +39,23 @@ def load_results(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         return pd.DataFrame(columns=REQUIRED_COLUMNS)
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=True)
+        frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=True, low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"{path.name} is not a readable CSV table: {str(exc).splitlines()[0]}") from None
     lacking = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if lacking:
         raise UserError(f"{path.name} lacks column{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}")
     for column in TEXT_COLUMNS:
-        if column in frame:
-            frame[column] = frame[column].fillna("").astype(str).str.strip()
-    for i, row in frame.iterrows():
-        blank = [c for c in REQUIRED_COLUMNS if c != "seed" and not row[c]]
-        if blank:
-            raise UserError(f"{path.name} row {i + 2}: empty {', '.join(blank)}")
-        if row["status"] not in STATUSES:
-            raise UserError(
-                f"{path.name}: cell {row['cell']!r} has status {row['status']!r}; valid: {', '.join(STATUSES)}"
-            )
+        if column in frame:  # plain Python strings: grouping 10,000 rows by Arrow-backed strings is ~2x slower
+            frame[column] = frame[column].fillna("").astype(str).str.strip().astype(object)
+    text = [c for c in REQUIRED_COLUMNS if c != "seed"]
+    blank = frame[text].isna() | frame[text].eq("")
+    unknown = ~frame["status"].isin(STATUSES)
+    for i in frame.index[blank.any(axis=1) | unknown]:  # the first bad row, in file order
+        if blank.loc[i].any():
+            raise UserError(f"{path.name} row {i + 2}: empty {', '.join(c for c in text if blank.at[i, c])}")
+        row = frame.loc[i]
+        raise UserError(f"{path.name}: cell {row['cell']!r} has status {row['status']!r}; valid: {', '.join(STATUSES)}")
     seeds = pd.to_numeric(frame["seed"], errors="coerce")
     bad = frame.loc[seeds.isna() | (seeds != seeds.round()), "cell"]
     if not bad.empty:

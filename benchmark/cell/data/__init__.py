@@ -3,7 +3,7 @@
 `digits` (scikit-learn's handwritten digits) ships inside scikit-learn and is the offline default.
 The torchvision datasets read the files torchvision downloads; nothing is downloaded unless
 `data.download` is set, and a missing file gives one line saying what to put where; the `data`
-stage (`pipelines/data.py`, `download.pull`) fetches what a profile needs, with torchvision's MD5s.
+stage (`pipelines/data.py`, `benchmark.study.pull`) fetches what a profile needs, with torchvision's MD5s.
 
 Every module of this package other than `base` and `files` is one dataset family and is imported
 here, so dropping a file that calls `register_dataset` into this folder adds a dataset.

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from benchmark.cell.data.download import BUILTIN, Source
@@ -102,6 +101,8 @@ def build_dataset(cfg: DataConfig, seed: int) -> DatasetBundle:
 
 def stratified_split(labels: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> Split:
     """Stratified train/val/test indices; val is a fraction of what remains after the test split."""
+    from sklearn.model_selection import train_test_split  # here: scikit-learn's import costs the data stage ~2 s
+
     labels = np.asarray(labels)
     index = np.arange(len(labels))
     test = np.array([], dtype=np.int64)
