@@ -63,7 +63,7 @@ browser:
 # assert wall-time targets, alone on the machine.
 TEST_WORKERS ?= 2
 test: install browser lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not alone"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not alone" --durations=15
 	$(BIN)/python -m pytest -q -m alone
 
 # The speed suite alone, timed, one process (no xdist), saved as JSON in .benchmarks/ (git-ignored) and

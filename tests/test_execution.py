@@ -250,3 +250,46 @@ def test_the_results_table_has_a_row_for_every_cell_finished_failed_or_missing(t
     assert table.loc[1, "status"] == "failed" and table.loc[1, "error"] == "RuntimeError: boom"
     shutil.rmtree(broken.out)
     assert write_results_csv(profile, tmp_path / "results", tmp_path / "results.csv")["missing"] == 1
+
+
+HEAVY_IMPORTS = (  # seconds each in a fresh cell process on a 2-core machine
+    "torch",
+    "timm",
+    "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "git",
+    "sklearn.model_selection",
+    "sklearn.datasets",
+    "scipy.stats",
+)
+
+
+def _modules_a_cell_imports(uri: str, out: str, queue) -> None:
+    """In a cell process of the local backend: run one tiny tracked digits cell, report what it imported."""
+    from benchmark.cell.runner import run_cell
+
+    cfg = _tiny(method="random_unstructured")
+    cfg.method_args = {"sparsity": 0.5}
+    before = set(sys.modules)
+    run_cell(cfg, Path(out), TrackingSettings(uri=uri), progress=False)
+    queue.put(sorted(set(sys.modules) - before))
+
+
+def test_the_fork_server_has_imported_what_a_cell_needs(tmp_path, mlflow_uri):
+    """Cells of the local backend are forked from a server that preloads the harness, MLflow's sqlite store
+    and scikit-learn: a cell that imported one of them itself would pay seconds, every cell (a study of 456
+    cells once spent 1.5 s each on scikit-learn's import)."""
+    import multiprocessing
+
+    from benchmark.study.backends import PRELOAD
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)  # as LocalBackend does (the server is started once per process)
+    queue = context.Queue()
+    process = context.Process(target=_modules_a_cell_imports, args=(mlflow_uri, str(tmp_path / "cell"), queue))
+    process.start()
+    imported = queue.get(timeout=120)
+    process.join(30)
+    heavy = [m for m in imported if m in HEAVY_IMPORTS]
+    assert heavy == [], f"a cell process imported {heavy} itself: add them to backends.PRELOAD"
+    assert len(imported) < 100, f"a cell process imported {len(imported)} modules itself: {imported[:40]}"
