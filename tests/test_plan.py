@@ -80,18 +80,24 @@ def test_estimate_is_epochs_times_steps_times_the_calibrated_step_plus_measureme
     epoch = math.ceil(train / 64) * 0.1 + math.ceil(val / 256) * 0.01
     cell = 3 * epoch + (math.ceil(test / 256) + math.ceil(val / 256)) * 0.01 + plan.CELL_OVERHEAD_S
     got = plan.estimate(profile, plan.profile_cells(profile), lambda cfg: FIXED)
-    assert got.workers == 1 and got.seconds == pytest.approx(2 * cell + plan.STUDY_OVERHEAD_S)
+    # the latency stage: each network and its dense reference for the protocol's minimum rounds, one at a time
+    latency = max(plan.LATENCY.min_rounds * 2 * plan.LATENCY.block_ms / 1000, 2 * FIXED.latency_s)
+    assert latency == pytest.approx(0.2)  # 10 rounds of 10 ms for two networks (FIXED's own latency is 0)
+    assert got.workers == 1 and got.seconds == pytest.approx(2 * cell + 2 * latency + plan.STUDY_OVERHEAD_S)
     two = _profile(executor={"backend": "local", "workers": 2})
     parallel = plan.estimate(two, plan.profile_cells(two), lambda cfg: FIXED)
-    # two workers fill both cores: half the time, but each cell computes SHARED_CORES_SLOWDOWN slower
+    # two workers fill both cores: half the time, but each cell computes SHARED_CORES_SLOWDOWN slower; the
+    # latency stage times one network at a time whatever the workers
     shared = (cell - plan.CELL_OVERHEAD_S) * plan.SHARED_CORES_SLOWDOWN + plan.CELL_OVERHEAD_S
-    assert parallel.workers == 2 and parallel.seconds - plan.STUDY_OVERHEAD_S == pytest.approx(shared)
+    assert parallel.workers == 2 and parallel.seconds - plan.STUDY_OVERHEAD_S - 2 * latency == pytest.approx(shared)
 
 
 def test_edropout_pays_its_search_and_post_training_cells_share_one_dense_network():
-    def seconds(**settings):
+    def seconds(**settings):  # the cell stages' share of the estimate
         profile = _profile(seeds=[0], **settings)
-        return plan.estimate(profile, plan.profile_cells(profile), lambda cfg: FIXED).seconds - plan.STUDY_OVERHEAD_S
+        cells = plan.profile_cells(profile)
+        latency = len(cells) * plan.LATENCY.min_rounds * 2 * plan.LATENCY.block_ms / 1000
+        return plan.estimate(profile, cells, lambda cfg: FIXED).seconds - plan.STUDY_OVERHEAD_S - latency
 
     overhead = plan.CELL_OVERHEAD_S
     dense = seconds()  # one dense cell of 3 epochs

@@ -33,6 +33,7 @@ from benchmark.core.config import RunConfig
 from benchmark.core.errors import UserError
 from benchmark.study.backends import cpu_cores, plan_workers
 from benchmark.study.cells import Cell, dense_cells, method_cells
+from benchmark.study.latency import Protocol
 from benchmark.study.profiles import EDROPOUT, Profile
 
 # Images per dataset: (training set, official test set or None when the harness splits one off).
@@ -51,8 +52,12 @@ SEARCH_OVERHEAD = 1.6  # EDropout's population search on top of its training epo
 # has a core to itself: the driver, MLflow and the other workers share the cores and their caches (measured:
 # the default study's cells, 2 workers on 2 cores, trained 1.75x slower than `train` alone on one core).
 SHARED_CORES_SLOWDOWN = 1.75
-CELL_OVERHEAD_S = 1.5  # per cell beyond its compute: fork, data, model, MAC count, MLflow run, files
-STUDY_OVERHEAD_S = 60.0  # DVC and seven stage processes (imports), aggregate and report
+# Per cell beyond its compute: the fork from the preloaded server, data, model, MAC count, MLflow run, files
+# (fitted: the default study's 456 cells, 2 workers on 2 cores, 2026-11-26: 505 s of cell stages for 567 s
+# of estimated compute over two workers -> 0.97 s a cell)
+CELL_OVERHEAD_S = 1.0
+STUDY_OVERHEAD_S = 60.0  # DVC and seven stage processes (about 8 s of imports each), aggregate, report
+LATENCY = Protocol()  # the latency stage's defaults (pipelines/latency.py)
 YES_ENV = "BENCHMARK_YES"  # 1: start a study without asking, whatever its estimate (CI, scripts)
 THRESHOLD_ENV = "BENCHMARK_CONFIRM_HOURS"  # estimates above this many hours ask first
 DEFAULT_THRESHOLD_HOURS = 2.0
@@ -245,7 +250,10 @@ def estimate(profile: Profile, cells: list[Cell], calibrate_fn=calibrate) -> Est
             dense_starts.setdefault((key, cfg.seed, first), first * epoch_s * slowdown)
         measure = (math.ceil(test / cfg.train.eval_batch_size) + eval_steps) * cal.eval_step_s + 2 * cal.latency_s
         per_method[cfg.method] += (own * epoch_s + measure) * slowdown + CELL_OVERHEAD_S
-    latency_stage = sum(2 * calibrations[_calibration_key(c.config)].latency_s for c in cells)
+    # the latency stage times each network and its dense reference alone, for at least `min_rounds` rounds of
+    # `block_ms` each (more when a forward pass is longer), then loads the next: 0.24 s a cell measured
+    rounds_s = LATENCY.min_rounds * 2 * LATENCY.block_ms / 1000
+    latency_stage = sum(max(rounds_s, 2 * calibrations[_calibration_key(c.config)].latency_s) for c in cells)
     compute = sum(per_method.values()) + sum(dense_starts.values())
     seconds = compute / workers + latency_stage + STUDY_OVERHEAD_S
     return Estimate(seconds, device, workers, dict(per_method))
