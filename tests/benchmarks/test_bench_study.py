@@ -53,8 +53,8 @@ ARCHS = [
 GRIDS = {100: (1, 2), 1_000: (4, 5), 10_000: (8, 25)}
 TIMED_ONLY = 100  # `make test` (benchmarks disabled) runs the smallest grid once; the others are for `make bench`
 
-STUDY_TARGET = 60.0  # issue 16's target for 10,000 cells: not met yet (69.9 s on a quiet 2-core machine)
-STUDY_CEILING = 80.0  # what the bench enforces until then: catches a regression beyond today's cost
+STUDY_TARGET = 60.0  # issue 16's target for 10,000 cells: 51.0 and 56.6 s in two quiet runs (2-core, 2026-11-26)
+STUDY_CEILING = 66.0  # what the bench enforces: the target with 10% for this shared machine's noise
 GROWTH = Floor(
     floor=1.25,
     kind="cost",
