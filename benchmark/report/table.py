@@ -49,9 +49,10 @@ def load_results(path: Path) -> pd.DataFrame:
         if column in frame:  # plain Python strings: grouping 10,000 rows by Arrow-backed strings is ~2x slower
             frame[column] = frame[column].fillna("").astype(str).str.strip().astype(object)
     text = [c for c in REQUIRED_COLUMNS if c != "seed"]
-    blank = frame[text].isna() | frame[text].eq("")
-    unknown = ~frame["status"].isin(STATUSES)
-    for i in frame.index[blank.any(axis=1) | unknown]:  # the first bad row, in file order
+    blank = frame[text].eq("")  # text columns are filled above: empty means blank
+    bad = blank.any(axis=1) | ~frame["status"].isin(STATUSES)
+    if bad.any():  # the first bad row, in file order
+        i = bad.idxmax()
         if blank.loc[i].any():
             raise UserError(f"{path.name} row {i + 2}: empty {', '.join(c for c in text if blank.at[i, c])}")
         row = frame.loc[i]

@@ -249,7 +249,8 @@ class _Running:
 # What the fork server imports once, so that no cell process pays for it (seconds per cell on a 2-core
 # machine otherwise): the harness (torch, timm); what a cell's MLflow tracker imports lazily, among them
 # the sqlite store (SQLAlchemy, 1.1 s) and the context tags' git reader; scikit-learn's split and digits
-# loader (1.5 s; imported where used, so the data stage starts sooner). test_backends checks the list.
+# loader (1.5 s; imported where used, so the data stage starts sooner). tests/test_execution.py checks
+# that a cell process imports none of them itself.
 PRELOAD = [
     "benchmark.study.backends",
     "mlflow.tracking",
